@@ -1,0 +1,46 @@
+# framewatch: `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-slow test-reliability lint demo clean services-down
+
+install: $(STAMP)
+
+# Reinstalls only when pyproject.toml changes; a second `make install` is a no-op.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "framewatch needs Python >= 3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[worker,train,dev]'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check worker engines framewatch training tests || true
+	$(BIN)/mypy
+
+# The default run: lint, types, unit and integration tests (real broker, Redis, ONNX model).
+# Services are started and stopped by the pytest fixtures; nothing is left running.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/pytest -m "slow" $(PYTEST_ARGS)
+
+test-reliability: install
+	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/framewatch demo
+
+services-down:
+	-$(BIN)/framewatch dev down
+
+clean: services-down
+	rm -rf $(VENV) .framewatch demo .pytest_cache .mypy_cache .ruff_cache

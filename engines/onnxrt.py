@@ -1,0 +1,55 @@
+"""ONNX Runtime backend: the embedded default on machines without TensorRT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from engines.manifest import ModelManifest
+
+
+class OnnxRuntimeEngine:
+    backend = "onnxruntime"
+
+    def __init__(
+        self, artifact_dir: Path, manifest: ModelManifest, providers: list[str] | None = None, intra_op_threads: int = 0,
+    ) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        # The worker calls infer from one thread; ORT's inter-op pool would only add threads.
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(artifact_dir / manifest.onnx_file), sess_options=options, providers=providers or ["CPUExecutionProvider"],
+        )
+        self.providers = self.session.get_providers()
+        self.name = manifest.name
+        self.max_batch = manifest.max_batch
+        self.input_size = (manifest.input_height, manifest.input_width)
+        self.labels = list(manifest.labels)
+        self.violent_index = manifest.violent_index
+        self._input_name = manifest.input_name
+        self._output_names = [manifest.output_name]
+        self._on_cuda = self.providers[0] == "CUDAExecutionProvider"
+        self._expected_tail = (manifest.input_height, manifest.input_width, 3)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != self._expected_tail:
+            raise ValueError(f"expected uint8 N×{self._expected_tail[0]}×{self._expected_tail[1]}×3, got {batch.dtype} {batch.shape}")
+        if self._on_cuda:
+            return self._infer_bound(batch)
+        outputs = self.session.run(self._output_names, {self._input_name: batch})
+        return np.asarray(outputs[0], dtype=np.float32)
+
+    def _infer_bound(self, batch: np.ndarray) -> np.ndarray:
+        # On CUDA, I/O binding copies the uint8 batch once and lets ORT allocate the output on the
+        # host side; on CPU plain run() is already zero-copy and binding only adds Python calls.
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self._input_name, np.ascontiguousarray(batch))
+        binding.bind_output(self._output_names[0], "cpu")
+        self.session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)

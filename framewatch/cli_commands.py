@@ -1,0 +1,9 @@
+"""Subcommands beyond `dev` and `config`, registered by the sides that implement them."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Each side adds its own commands; none imports torch at registration."""

@@ -1,0 +1,260 @@
+"""The one validated configuration schema of framewatch.
+
+Values come from, lowest precedence first: defaults here, a YAML or TOML file
+(``--config`` or ``FRAMEWATCH_CONFIG``), environment variables ``FRAMEWATCH_<FIELD>``
+(nested fields joined by ``__``, e.g. ``FRAMEWATCH_KAFKA__BOOTSTRAP_SERVERS``), and
+command-line flags. An invalid value stops start-up with :class:`ConfigError`, whose
+message names the field, the value and where it came from.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "FRAMEWATCH_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    topic: str = Field("framewatch.segments", min_length=1)
+    dlq_topic: str = Field("framewatch.segments.dlq", min_length=1)
+    group: str = Field("framewatch", min_length=1, description="Consumer group id; workers of one group share partitions.")
+    client_id: str = "framewatch-worker"
+    # The worker polls on its main thread while decode and inference run elsewhere, so a poll
+    # never waits on the engine; max_poll_interval_ms only guards against a wedged process.
+    session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_poll_records: int = Field(64, ge=1, le=10_000)
+    fetch_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_partition_fetch_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms={self.heartbeat_interval_ms} must be at most a third of "
+                f"session_timeout_ms={self.session_timeout_ms}"
+            )
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol={self.security_protocol} needs sasl_mechanism")
+        return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """kafka-python keyword arguments shared by consumers and producers (secrets included)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                kwargs[name] = str(value)
+        return kwargs
+
+
+class RedisSettings(_Section):
+    url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    username: str | None = None
+    password: SecretStr | None = Field(None, description="Overrides a password in the URL; never logged.")
+    prefix: str = Field("framewatch", pattern=r"^[A-Za-z0-9_.\-]+$")
+    history_maxlen: int = Field(10_000, ge=10, description="Approximate cap of each history stream (MAXLEN ~).")
+    alerts_maxlen: int = Field(100_000, ge=10)
+    ttl_seconds: int = Field(24 * 3600, ge=60, description="Idle streams' keys expire after this.")
+    socket_timeout_s: float = Field(5.0, gt=0)
+    ssl_ca_certs: Path | None = None
+
+
+class DecodeSettings(_Section):
+    sample_fps: float = Field(1.0, gt=0, le=120, description="Frames scored per second of stream time.")
+    keyframes_only: bool = Field(False, description="Score keyframes only (and decode only them).")
+    workers: int = Field(2, ge=1, le=64, description="Decode processes; one per core is a good start.")
+    hwaccel: str | None = Field(None, description="PyAV hardware decoder, e.g. 'cuda'; falls back to software.")
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_frames: int = Field(3_000, ge=1, description="Decoded frames per message before it is rejected.")
+    max_pixels: int = Field(4096 * 2304, ge=64, description="Width x height limit of one frame.")
+    max_decode_seconds: float = Field(20.0, gt=0)
+
+
+class BatchSettings(_Section):
+    max_batch: int = Field(32, ge=1, le=1024)
+    max_delay_ms: float = Field(50.0, ge=0, le=60_000)
+    max_queued_frames: int = Field(512, ge=1, description="Frames waiting for inference before partitions pause.")
+    max_inflight_messages: int = Field(256, ge=1, description="Messages polled but not committed before partitions pause.")
+
+
+class ScoringSettings(_Section):
+    ema_half_life_s: float = Field(10.0, gt=0, description="Half-life of the EMA, in stream time.")
+    recent_window_s: float = Field(60.0, gt=0, description="Window of max_recent, in stream time.")
+    alert_on: float = Field(0.7, gt=0, le=1)
+    alert_off: float = Field(0.5, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_hysteresis(self) -> ScoringSettings:
+        if self.alert_off >= self.alert_on:
+            raise ValueError(f"alert_off={self.alert_off} must be below alert_on={self.alert_on}")
+        return self
+
+
+class FrameWatchSettings(BaseSettings):
+    """Everything the worker and the tools read at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    model: Path | None = Field(None, description="Model artifact folder (model.onnx + model.json).")
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics, /healthz, /readyz; 0 = off.")
+    metrics_host: str = "0.0.0.0"
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    decode: DecodeSettings = DecodeSettings()
+    batch: BatchSettings = BatchSettings()
+    scoring: ScoringSettings = ScoringSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: flags (init kwargs), then the environment, then the file.
+        return (init_settings, env_settings, _FileSource(settings_cls, _config_file.get()))
+
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("framewatch_config_file", default=None)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names each bad field, its value and its source."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: use .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.data = read_config_file(path) if path is not None else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def _drop_unset(overrides: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            nested = _drop_unset(value)
+            if nested:
+                cleaned[key] = nested
+        elif value is not None:
+            cleaned[key] = value
+    return cleaned
+
+
+def _source_of(loc: tuple[int | str, ...], overrides: dict[str, Any], file_data: dict[str, Any], config_path: Path | None) -> str:
+    def lookup(tree: dict[str, Any]) -> bool:
+        node: Any = tree
+        for part in loc:
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    if lookup(overrides):
+        return "command line"
+    env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p) for p in loc).upper()
+    if env_name in os.environ:
+        return f"environment {env_name}"
+    if config_path is not None and lookup(file_data):
+        return f"config file {config_path}"
+    return "default"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> FrameWatchSettings:
+    """Build the settings; ``overrides`` are flag values (nested dicts for sections, None = unset)."""
+    path = Path(config_file) if config_file else None
+    if path is None and os.environ.get(ENV_PREFIX + "CONFIG"):
+        path = Path(os.environ[ENV_PREFIX + "CONFIG"])
+    flags = _drop_unset(overrides)
+    token = _config_file.set(path)
+    try:
+        return FrameWatchSettings(**flags)
+    except ValidationError as exc:
+        file_data = read_config_file(path) if path else {}
+        problems = []
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if p != "__root__")
+            field = ".".join(str(p) for p in loc) or "(settings)"
+            value = error.get("input")
+            shown = "***" if any("password" in str(p) for p in loc) else repr(value)
+            where = _source_of(loc, flags, file_data, path)
+            if error["type"] == "value_error":
+                problems.append(f"  {field}: {error['msg'].removeprefix('Value error, ')} (from {where})")
+            else:
+                problems.append(f"  {field} = {shown}: {error['msg']} (from {where})")
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def redacted(settings: FrameWatchSettings) -> dict[str, Any]:
+    """The settings as plain data with every secret masked, for logs and `config show`."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,223 @@
+"""Wire contracts of the worker, the single code home of docs/contracts.md.
+
+Three parts live here: the Kafka input message, the dead-letter message, and the Redis
+keys and fields that moderation tools read. The model artifact contract lives in
+:mod:`engines.manifest`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# --- Kafka input -------------------------------------------------------------------------
+
+DEFAULT_TOPIC = "framewatch.segments"
+DEFAULT_DLQ_TOPIC = "framewatch.segments.dlq"
+
+HEADER_CONTENT_TYPE = "content-type"
+HEADER_STREAM_ID = "stream-id"
+HEADER_SEGMENT_START_MS = "segment-start-ms"
+HEADER_CAPTURED_AT_MS = "captured-at-ms"
+# Set by `framewatch produce`, read by benchmarks for end-to-end latency; optional.
+HEADER_PRODUCED_AT_MS = "produced-at-ms"
+
+VIDEO_CONTENT_TYPES: dict[str, str] = {
+    "video/mp2t": "mpegts",
+    "video/mp4": "mp4",
+    "video/iso.segment": "mp4",
+    "video/x-matroska": "matroska",
+    "video/webm": "matroska",
+    "video/x-flv": "flv",
+}
+IMAGE_CONTENT_TYPES: dict[str, str] = {
+    "image/jpeg": "jpeg",
+    "image/png": "png",
+    "image/webp": "webp",
+}
+SUPPORTED_CONTENT_TYPES = frozenset(VIDEO_CONTENT_TYPES) | frozenset(IMAGE_CONTENT_TYPES)
+
+MAX_STREAM_ID_BYTES = 256
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class ContractError(ValueError):
+    """A message breaks the input contract. ``error_type`` goes into the DLQ headers."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class SegmentMessage:
+    """One Kafka input message, validated: the unit of delivery, decoding and commit."""
+
+    topic: str
+    partition: int
+    offset: int
+    stream_id: str
+    payload: bytes
+    content_type: str | None  # None: probe the bytes
+    segment_start_ms: int | None
+    captured_at_ms: int | None
+    produced_at_ms: int | None
+
+
+def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
+    # The last value wins, as Kafka clients do for repeated header keys.
+    return {key.lower(): (value or b"") for key, value in (headers or [])}
+
+
+def _int_header(headers: dict[str, bytes], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None or raw == b"":
+        return None
+    try:
+        return int(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise ContractError("bad-header", f"header {name} must be an integer, got {raw[:40]!r}") from None
+
+
+def _stream_id(raw: bytes | None) -> str:
+    if not raw:
+        raise ContractError("missing-stream-id", "message has neither a key nor a stream-id header")
+    if len(raw) > MAX_STREAM_ID_BYTES:
+        raise ContractError("bad-stream-id", f"stream id is {len(raw)} bytes, limit {MAX_STREAM_ID_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContractError("bad-stream-id", f"stream id is not valid UTF-8: {raw[:40]!r}") from None
+    if any(ch in text for ch in "{}") or not text.isprintable():
+        raise ContractError("bad-stream-id", f"stream id holds braces or control characters: {text[:40]!r}")
+    return text
+
+
+def parse_message(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+    headers: Iterable[tuple[str, bytes | None]] | None, max_bytes: int,
+) -> SegmentMessage:
+    """Validate a raw Kafka record against the input contract (no decoding yet)."""
+    hdrs = header_map(headers)
+    stream_id = _stream_id(hdrs.get(HEADER_STREAM_ID) or key)
+    payload = value or b""
+    if not payload:
+        raise ContractError("empty-message", "message value is empty")
+    if len(payload) > max_bytes:
+        raise ContractError("too-large", f"message is {len(payload)} bytes, limit {max_bytes}")
+    content_type: str | None = None
+    raw_type = hdrs.get(HEADER_CONTENT_TYPE)
+    if raw_type:
+        content_type = raw_type.decode("latin-1").split(";")[0].strip().lower()
+        if content_type not in SUPPORTED_CONTENT_TYPES:
+            raise ContractError("unsupported-content-type", f"content-type {content_type!r} is not supported")
+    return SegmentMessage(
+        topic=topic, partition=partition, offset=offset, stream_id=stream_id, payload=payload,
+        content_type=content_type,
+        segment_start_ms=_int_header(hdrs, HEADER_SEGMENT_START_MS),
+        captured_at_ms=_int_header(hdrs, HEADER_CAPTURED_AT_MS),
+        produced_at_ms=_int_header(hdrs, HEADER_PRODUCED_AT_MS),
+    )
+
+
+def segment_headers(
+    content_type: str, segment_start_ms: int | None = None, captured_at_ms: int | None = None,
+    produced_at_ms: int | None = None, stream_id: str | None = None,
+) -> list[tuple[str, bytes]]:
+    """Headers a producer attaches to one segment."""
+    headers = [(HEADER_CONTENT_TYPE, content_type.encode())]
+    for name, number in (
+        (HEADER_SEGMENT_START_MS, segment_start_ms),
+        (HEADER_CAPTURED_AT_MS, captured_at_ms),
+        (HEADER_PRODUCED_AT_MS, produced_at_ms),
+    ):
+        if number is not None:
+            headers.append((name, str(int(number)).encode()))
+    if stream_id is not None:
+        headers.append((HEADER_STREAM_ID, stream_id.encode()))
+    return headers
+
+
+# --- Dead-letter topic -------------------------------------------------------------------
+
+DLQ_ERROR_TYPE = "error-type"
+DLQ_ERROR_MESSAGE = "error-message"
+DLQ_SOURCE_TOPIC = "source-topic"
+DLQ_SOURCE_PARTITION = "source-partition"
+DLQ_SOURCE_OFFSET = "source-offset"
+MAX_ERROR_MESSAGE_BYTES = 1024
+
+
+def dlq_headers(
+    error_type: str, error_message: str, source_topic: str, source_partition: int, source_offset: int,
+    original_headers: Iterable[tuple[str, bytes | None]] | None = None,
+) -> list[tuple[str, bytes]]:
+    """The original headers (those the DLQ does not own) followed by the error headers."""
+    owned = {DLQ_ERROR_TYPE, DLQ_ERROR_MESSAGE, DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET}
+    kept = [(k, v or b"") for k, v in (original_headers or []) if k.lower() not in owned]
+    return [
+        *kept,
+        (DLQ_ERROR_TYPE, error_type.encode()),
+        (DLQ_ERROR_MESSAGE, error_message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE_BYTES]),
+        (DLQ_SOURCE_TOPIC, source_topic.encode()),
+        (DLQ_SOURCE_PARTITION, str(source_partition).encode()),
+        (DLQ_SOURCE_OFFSET, str(source_offset).encode()),
+    ]
+
+
+# --- Redis keys --------------------------------------------------------------------------
+
+DEFAULT_PREFIX = "framewatch"
+
+# Fields of the per-stream hash.
+F_SCORE = "score"
+F_EMA = "ema"
+F_MAX_RECENT = "max_recent"
+F_FRAMES = "frames"
+F_PTS_MS = "pts_ms"
+F_UPDATED_AT_MS = "updated_at_ms"
+F_MODEL = "model"
+F_ALERT = "alert"
+F_PARTITION = "partition"
+F_OFFSET = "offset"
+STREAM_HASH_FIELDS = (F_SCORE, F_EMA, F_MAX_RECENT, F_FRAMES, F_PTS_MS, F_UPDATED_AT_MS, F_MODEL, F_ALERT, F_PARTITION, F_OFFSET)
+
+# Fields of one history entry and of one alert event.
+H_SCORE = "score"
+H_PTS_MS = "pts_ms"
+H_EMA = "ema"
+H_OFFSET = "offset"
+A_STREAM = "stream"
+A_EVENT = "event"  # "raise" | "clear"
+A_EMA = "ema"
+A_PTS_MS = "pts_ms"
+A_AT_MS = "at_ms"
+A_MODEL = "model"
+ALERT_RAISE = "raise"
+ALERT_CLEAR = "clear"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Key names for one prefix. The stream id sits in a hash tag so one stream's keys share a slot."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def stream(self, stream_id: str) -> str:
+        return f"{self.prefix}:stream:{{{stream_id}}}"
+
+    def history(self, stream_id: str) -> str:
+        return f"{self.prefix}:history:{{{stream_id}}}"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}:alerts"
+
+    @property
+    def alerts_channel(self) -> str:
+        return f"{self.prefix}:alerts"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}:active"
