@@ -7,3 +7,6 @@ import argparse
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Each side adds its own commands; none imports torch at registration."""
+    from training.cli import register as register_training
+
+    register_training(commands)

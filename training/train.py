@@ -1,0 +1,555 @@
+"""Training loops for every mode, readable top to bottom.
+
+Modes (docs/training.md has the long version):
+
+* ``baseline``  image encoder + head on images alone.
+* ``teacher``   the fused guidance network, trained and evaluated with text (an upper bound
+                that needs text at inference).
+* ``guidance``  stage 1 trains the fused network (text guides the image encoder through the
+                attention map); stage 2 ("adapt") keeps that encoder, puts a fresh head on it
+                and fine-tunes on images alone. The result has the baseline's architecture.
+* ``distill``   an image-only student (baseline architecture) trained on the labels and on
+                the soft labels of a fused teacher (cross-modal distillation; Hoffman et al.
+                2016, Lopez-Paz et al. 2016). The teacher is trained first, or read from
+                ``--teacher RUN_DIR``.
+
+Model selection and the decision threshold use ``val`` only; ``test`` is read once at the end.
+One process on a CPU, or many under ``torchrun`` (DDP): the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from training.data import Dataset, SplitData, load_dataset
+from training.metrics import best_f1_threshold, binary_metrics
+from training.models import (
+    FusionConfig,
+    GuidanceNetwork,
+    ImageClassifier,
+    build_image_encoder,
+    build_text_encoder,
+)
+from training.models.encoders import TextEncoder, image_data_config
+
+Mode = Literal["baseline", "guidance", "teacher", "distill"]
+MODES: tuple[Mode, ...] = ("baseline", "guidance", "teacher", "distill")
+CHECKPOINT_DIR = "checkpoints"
+STAGE_SALT = {"image": 1, "fused": 2, "adapt": 3, "student": 4}
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    mode: Mode = "guidance"
+    image_encoder: str = "mobileone_s4"
+    pretrained: bool = False
+    text_encoder: str = "distilbert-base-uncased"
+    text_max_length: int = 121
+    freeze_text: bool = True
+    fusion: Literal["paper", "official"] = "paper"
+    fusion_dim: int | None = None
+    image_size: int = 224
+    epochs: int = 10
+    adapt_epochs: int | None = None  # default: same as epochs
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    patience: int = 3
+    seed: int = 0
+    dropout: float = 0.1
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
+    teacher: Path | None = None
+    max_bad_fraction: float = 0.01
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+# --- set-up ------------------------------------------------------------------------------
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(requested: str) -> Runtime:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, rank, world)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    # Deterministic on CPU; on GPU some kernels have no deterministic version, so only warn.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class Preprocess(nn.Module):
+    """uint8 NHWC RGB → normalised float NCHW. The same maths is folded into the ONNX graph."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+
+# --- batches -----------------------------------------------------------------------------
+
+@dataclass
+class SplitTensors:
+    """One split ready for the loops: pixels, labels and (when needed) text."""
+
+    data: SplitData
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    text_features: torch.Tensor | None = None  # frozen text: computed once
+    input_ids: torch.Tensor | None = None  # trained text: tokenised once
+    attention_mask: torch.Tensor | None = None
+    teacher_probs: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def batches(split: SplitTensors, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+            rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
+    order = order[rank::world]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {"pixels": split.pixels[idx], "labels": split.labels[idx]}
+        for name in ("text_features", "input_ids", "attention_mask", "teacher_probs"):
+            value = getattr(split, name)
+            if value is not None:
+                batch[name] = value[idx]
+        yield batch
+
+
+def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(pixels), generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), pixels.flip(2), pixels)
+
+
+@torch.no_grad()
+def encode_text_once(text: TextEncoder, split: SplitTensors, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    assert split.input_ids is not None and split.attention_mask is not None
+    text.eval()
+    chunks = []
+    for start in range(0, len(split), batch_size):
+        ids = split.input_ids[start : start + batch_size].to(device)
+        mask = split.attention_mask[start : start + batch_size].to(device)
+        chunks.append(text(ids, mask).float().cpu())
+    return torch.cat(chunks)
+
+
+# --- one stage ---------------------------------------------------------------------------
+
+ForwardFn = Callable[[dict[str, torch.Tensor], bool], torch.Tensor]
+LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class StageResult:
+    name: str
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val_auc: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(warmup_steps, 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+@torch.no_grad()
+def predict(model: nn.Module, forward: ForwardFn, split: SplitTensors, batch_size: int, device: torch.device) -> tuple[np.ndarray, float]:
+    """Softmax probabilities (N×C) and mean cross-entropy on a split."""
+    model.eval()
+    probs, losses = [], []
+    for batch in batches(split, batch_size, shuffle=False):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device):
+            logits = forward(batch, False).float()
+        losses.append(F.cross_entropy(logits, batch["labels"], reduction="sum").item())
+        probs.append(logits.softmax(-1).cpu().numpy())
+    return np.concatenate(probs), sum(losses) / max(len(split), 1)
+
+
+def autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def run_stage(
+    name: str, model: nn.Module, forward: ForwardFn, loss_fn: LossFn, train: SplitTensors, val: SplitTensors,
+    cfg: TrainConfig, epochs: int, rt: Runtime, violent_index: int, checkpoint: Path, progress: Any,
+) -> StageResult:
+    """Train ``model`` for up to ``epochs``, keep the state with the best validation ROC-AUC."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / rt.world / cfg.batch_size)
+    total = steps_per_epoch * epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, int(total * cfg.warmup_fraction)))
+    trained: nn.Module = model
+    if rt.world > 1:
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(_DDPAdapter(model, forward), device_ids=device_ids)
+    result = StageResult(name, {k: v.detach().clone() for k, v in model.state_dict().items()}, 0, -1.0)
+    start_epoch, stale = 1, 0
+    if cfg.resume and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved["stage"] == name:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            result = StageResult(name, saved["best_state"], saved["best_epoch"], saved["best_val_auc"], saved["history"])
+            start_epoch, stale = saved["epoch"] + 1, saved["stale"]
+            torch.set_rng_state(saved["rng"])
+    generator = torch.Generator()
+    task = progress.add_task(f"{name}", total=steps_per_epoch * (epochs - start_epoch + 1))
+    for epoch in range(start_epoch, epochs + 1):
+        generator.manual_seed(cfg.seed * 1000 + epoch * 10 + STAGE_SALT.get(name, 0))
+        model.train()
+        running, seen = 0.0, 0
+        for batch in batches(train, cfg.batch_size, shuffle=True, generator=generator, rank=rt.rank, world=rt.world):
+            batch["pixels"] = augment(batch["pixels"], generator)
+            batch = {k: v.to(rt.device) for k, v in batch.items()}
+            with autocast(rt.device):
+                logits = forward_with(trained, forward, batch)
+            loss = loss_fn(logits.float(), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            running += loss.item() * len(batch["labels"])
+            seen += len(batch["labels"])
+            progress.update(task, advance=1, description=f"{name} epoch {epoch}/{epochs} loss {running / seen:.4f}")
+        probs, val_loss = predict(model, forward, val, cfg.batch_size * 2, rt.device)
+        val_scores = probs[:, violent_index]
+        val_labels = (val.labels.numpy() == violent_index).astype(np.int64)
+        auc = float(binary_metrics(val_labels, val_scores, 0.5)["roc_auc"])  # type: ignore[arg-type]
+        row = {"stage": name, "epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss, "val_roc_auc": auc,
+               "lr": scheduler.get_last_lr()[0]}
+        result.history.append(row)
+        progress.update(task, description=f"{name} epoch {epoch}/{epochs} loss {row['train_loss']:.4f} val auc {auc:.3f}")
+        if auc > result.best_val_auc:
+            result.best_val_auc, result.best_epoch, stale = auc, epoch, 0
+            result.best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        if rt.main:
+            torch.save({"stage": name, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "best_state": result.best_state, "best_epoch": result.best_epoch,
+                        "best_val_auc": result.best_val_auc, "history": result.history, "stale": stale,
+                        "rng": torch.get_rng_state()}, checkpoint)
+        if stale >= cfg.patience:
+            break
+    progress.remove_task(task)
+    model.load_state_dict(result.best_state)
+    return result
+
+
+def forward_with(module: nn.Module, forward: ForwardFn, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    # Under DDP the wrapper's own __call__ must run so that gradients are all-reduced.
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        out: torch.Tensor = module(batch)
+        return out
+    return forward(batch, True)
+
+
+# --- the modes ---------------------------------------------------------------------------
+
+class _DDPAdapter(nn.Module):
+    """Lets DDP wrap a (model, forward function) pair: DDP calls module(batch)."""
+
+    def __init__(self, model: nn.Module, forward: ForwardFn) -> None:
+        super().__init__()
+        self.model = model
+        self._forward = forward
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._forward(batch, True)
+
+
+def ce_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(logits, batch["labels"])
+
+
+def distill_loss(alpha: float, temperature: float) -> LossFn:
+    def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hard = F.cross_entropy(logits, batch["labels"])
+        soft = F.kl_div(F.log_softmax(logits / temperature, -1), batch["teacher_probs"], reduction="batchmean")
+        return alpha * hard + (1 - alpha) * temperature**2 * soft
+
+    return loss
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset
+    preprocess: Preprocess
+    splits: dict[str, SplitTensors]
+    text: TextEncoder | None
+
+
+def prepare(cfg: TrainConfig, rt: Runtime, needs_text: bool) -> Prepared:
+    dataset = load_dataset(cfg.data, cfg.image_size, cfg.max_bad_fraction)
+    probe = build_image_encoder(cfg.image_encoder, pretrained=False)
+    data_cfg = image_data_config(probe)
+    preprocess = Preprocess(data_cfg["mean"], data_cfg["std"]).to(rt.device)  # type: ignore[arg-type]
+    splits = {name: SplitTensors(data, torch.from_numpy(data.images), torch.from_numpy(data.labels)) for name, data in dataset.splits.items()}
+    text = None
+    if needs_text:
+        text = build_text_encoder(cfg.text_encoder, cfg.text_max_length).to(rt.device)
+        for split in splits.values():
+            tokens = text.tokenize(split.data.texts)
+            split.input_ids, split.attention_mask = tokens["input_ids"], tokens["attention_mask"]
+        if cfg.freeze_text:
+            text.freeze()
+            for split in splits.values():
+                split.text_features = encode_text_once(text, split, rt.device)
+    return Prepared(dataset, preprocess, splits, text)
+
+
+def fused_forward(model: GuidanceNetwork, prep: Prepared) -> ForwardFn:
+    def forward(batch: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
+        images = prep.preprocess(batch["pixels"])
+        if "text_features" in batch:
+            tokens = batch["text_features"]
+        else:
+            assert prep.text is not None
+            tokens = prep.text(batch["input_ids"], batch["attention_mask"])
+        logits, _ = model(images, tokens)
+        return logits
+
+    return forward
+
+
+def image_forward(model: ImageClassifier, prep: Prepared) -> ForwardFn:
+    def forward(batch: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
+        out: torch.Tensor = model(prep.preprocess(batch["pixels"]))
+        return out
+
+    return forward
+
+
+def build_fused(cfg: TrainConfig, prep: Prepared, num_classes: int, rt: Runtime) -> GuidanceNetwork:
+    assert prep.text is not None
+    encoder = build_image_encoder(cfg.image_encoder, cfg.pretrained)
+    with torch.no_grad():
+        side = int(encoder.forward_features(torch.zeros(1, 3, cfg.image_size, cfg.image_size)).shape[-1])  # type: ignore[operator]
+    model = GuidanceNetwork(encoder, prep.text.hidden_size, prep.text.side, side, num_classes,
+                            FusionConfig(cfg.fusion, cfg.fusion_dim), dropout=cfg.dropout)
+    if not cfg.freeze_text:
+        model.add_module("text_encoder", prep.text)  # trained jointly: its parameters join the optimiser
+    return model.to(rt.device)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training job end to end; returns the metrics written to RUN_DIR/metrics.json."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    started = time.monotonic()
+    rt = setup_runtime(cfg.device)
+    seed_everything(cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    if rt.main:
+        (cfg.out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+    needs_text = cfg.mode in ("guidance", "teacher") or (cfg.mode == "distill" and cfg.teacher is None)
+    prep = prepare(cfg, rt, needs_text)
+    labels = prep.dataset.labels
+    violent = prep.dataset.violent_index
+    num_classes = len(labels)
+    history: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    train_split, val_split = prep.splits["train"], prep.splits["val"]
+    adapt_epochs = cfg.adapt_epochs or cfg.epochs
+    ckpt = cfg.out / CHECKPOINT_DIR / "last.pt"
+
+    with Progress(*columns, disable=not (cfg.progress and rt.main)) as progress:
+        final_model: nn.Module
+        final_forward: ForwardFn
+        if cfg.mode == "baseline":
+            final_model = ImageClassifier(build_image_encoder(cfg.image_encoder, cfg.pretrained), num_classes, cfg.dropout).to(rt.device)
+            final_forward = image_forward(final_model, prep)
+            result = run_stage("image", final_model, final_forward, ce_loss, train_split, val_split, cfg, cfg.epochs, rt, violent, ckpt, progress)
+            history += result.history
+        else:
+            if cfg.mode == "distill" and cfg.teacher is not None:
+                teacher_probs = load_teacher_probs(cfg.teacher, prep)
+            else:
+                fused = build_fused(cfg, prep, num_classes, rt)
+                fused_fw = fused_forward(fused, prep)
+                result = run_stage("fused", fused, fused_fw, ce_loss, train_split, val_split, cfg, cfg.epochs, rt, violent, ckpt, progress)
+                history += result.history
+                torch.save(fused.state_dict(), cfg.out / CHECKPOINT_DIR / "fused.pt")
+                teacher_eval = evaluate(fused, fused_fw, prep, cfg, rt, violent)
+                extra["teacher"] = {"threshold": teacher_eval["threshold"], "splits": teacher_eval["splits"]}
+                teacher_probs = {name: torch.from_numpy(predict(fused, fused_fw, split, cfg.batch_size * 2, rt.device)[0]) for name, split in prep.splits.items()}
+                if rt.main:
+                    torch.save(teacher_probs, cfg.out / "teacher_probs.pt")
+            if cfg.mode == "teacher":
+                final_model, final_forward = fused, fused_fw
+            elif cfg.mode == "guidance":
+                # Adapt: the guidance-trained encoder, a fresh head, images only.
+                final_model = fused.deployable(num_classes, cfg.dropout).to(rt.device)
+                final_forward = image_forward(final_model, prep)
+                result = run_stage("adapt", final_model, final_forward, ce_loss, train_split, val_split, cfg, adapt_epochs, rt, violent, ckpt, progress)
+                history += result.history
+            else:  # distill: a fresh image-only student learns from the teacher's soft labels
+                for name, split in prep.splits.items():
+                    split.teacher_probs = teacher_probs[name].float()
+                final_model = ImageClassifier(build_image_encoder(cfg.image_encoder, cfg.pretrained), num_classes, cfg.dropout).to(rt.device)
+                final_forward = image_forward(final_model, prep)
+                result = run_stage("student", final_model, final_forward, distill_loss(cfg.distill_alpha, cfg.distill_temperature),
+                                   train_split, val_split, cfg, adapt_epochs, rt, violent, ckpt, progress)
+                history += result.history
+
+    metrics = evaluate(final_model, final_forward, prep, cfg, rt, violent)
+    summary: dict[str, Any] = {
+        "mode": cfg.mode,
+        "variant": variant_name(cfg),
+        "deployed_inputs": "image+text" if cfg.mode == "teacher" else "image",
+        "labels": labels,
+        "violent_index": violent,
+        "threshold": metrics["threshold"],
+        "splits": metrics["splits"],
+        "history": history,
+        "train_seconds": round(time.monotonic() - started, 1),
+        "data": {"root": str(cfg.data), "sizes": {k: len(v) for k, v in prep.splits.items()}, "val_carved": prep.dataset.val_carved,
+                 "bad_rows": [str(b) for b in prep.dataset.bad_rows]},
+        **extra,
+    }
+    if rt.main:
+        save_run(cfg, final_model, summary, metrics, prep)
+    if rt.world > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+def variant_name(cfg: TrainConfig) -> str:
+    if cfg.mode in ("guidance", "teacher") or (cfg.mode == "distill" and cfg.teacher is None):
+        return f"{cfg.mode} (text {'frozen' if cfg.freeze_text else 'trained'})"
+    return cfg.mode
+
+
+def evaluate(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Runtime, violent: int) -> dict[str, Any]:
+    """Threshold from val (max F1), then metrics on every split at that threshold."""
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in ("val", "test"):
+        if name in prep.splits:
+            probs, _ = predict(model, forward, prep.splits[name], cfg.batch_size * 2, rt.device)
+            labels = (prep.splits[name].labels.numpy() == violent).astype(np.int64)
+            scores[name] = (labels, probs[:, violent])
+    threshold = best_f1_threshold(*scores["val"])
+    return {"threshold": threshold, "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()}, "scores": scores}
+
+
+def load_teacher_probs(teacher_dir: Path, prep: Prepared) -> dict[str, torch.Tensor]:
+    """Soft labels written by a teacher or guidance run (teacher_probs.pt)."""
+    path = teacher_dir / "teacher_probs.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: --teacher must name a finished teacher or guidance run")
+    probs: dict[str, torch.Tensor] = torch.load(path, weights_only=True)
+    for name, split in prep.splits.items():
+        if name not in probs or len(probs[name]) != len(split):
+            raise ValueError(f"teacher run {teacher_dir} was trained on other data: split {name} does not match")
+    return probs
+
+
+def save_run(cfg: TrainConfig, model: nn.Module, summary: dict[str, Any], metrics: dict[str, Any], prep: Prepared) -> None:
+    from training.plots import plot_curves, plot_roc_pr
+
+    data_cfg = image_data_config(build_image_encoder(cfg.image_encoder, False))
+    payload = {
+        "kind": "fused" if cfg.mode == "teacher" else "image-classifier",
+        "state_dict": model.state_dict(),
+        "image_encoder": cfg.image_encoder,
+        "num_classes": len(prep.dataset.labels),
+        "image_size": cfg.image_size,
+        "mean": data_cfg["mean"],
+        "std": data_cfg["std"],
+        "interpolation": data_cfg["interpolation"],
+        "labels": prep.dataset.labels,
+        "violent_index": prep.dataset.violent_index,
+        "threshold": summary["threshold"],
+        "dropout": cfg.dropout,
+    }
+    torch.save(payload, cfg.out / MODEL_FILE)
+    (cfg.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    plot_curves(summary["history"], cfg.out / "curves.png")
+    curves = {name: metrics["scores"][name] for name in ("val", "test") if name in metrics["scores"]}
+    plot_roc_pr(curves, cfg.out / "roc_pr.png", title=summary["variant"])
+
+
+def load_image_classifier(run_dir: Path) -> tuple[ImageClassifier, dict[str, Any]]:
+    """The deployed image-only model of a run, in eval mode, and its metadata."""
+    payload = torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=False)
+    if payload["kind"] != "image-classifier":
+        raise ValueError(f"{run_dir} is a {payload['kind']} run: it needs text at inference and cannot be deployed image-only")
+    model = ImageClassifier(build_image_encoder(payload["image_encoder"], False), payload["num_classes"], payload.get("dropout", 0.1))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload
