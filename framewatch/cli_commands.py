@@ -8,5 +8,7 @@ import argparse
 def register(commands: argparse._SubParsersAction) -> None:
     """Each side adds its own commands; none imports torch at registration."""
     from training.cli import register as register_training
+    from worker.cli import register as register_worker
 
+    register_worker(commands)
     register_training(commands)

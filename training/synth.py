@@ -46,6 +46,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 LABELS = ["non-violent", "violent"]
+# Size of the violence cues (and of their look-alikes) relative to the figures; see the module doc.
+CUE_SCALE = 1.0
 GAME_STYLES = ("cel", "pixel", "shooter-hud")
 REAL_STYLES = ("daylight", "indoor", "night-cam")
 STYLES = GAME_STYLES + REAL_STYLES
@@ -136,7 +138,8 @@ def _figure(draw: ImageDraw.ImageDraw, x: float, y: float, h: float, color: tupl
     draw.ellipse([(hx - r, hy - r), (hx + r, hy + r)], fill=tuple(min(255, c + 40) for c in color))
 
 
-def render_frame(rng: np.random.Generator, size: int, style: str, cues: tuple[str, ...], decoys: tuple[str, ...], jitter: float = 0.0) -> Image.Image:
+def render_frame(rng: np.random.Generator, size: int, style: str, cues: tuple[str, ...], decoys: tuple[str, ...], jitter: float = 0.0,
+                 cue_scale: float = CUE_SCALE) -> Image.Image:
     """Draw one frame at 2× and downsample (anti-aliasing). ``jitter`` moves figures (video)."""
     big = size * 2
     palette = _palette(rng, style)
@@ -173,21 +176,21 @@ def render_frame(rng: np.random.Generator, size: int, style: str, cues: tuple[st
         if cue in ("blood", "red-props"):
             n = int(rng.integers(2, 6))
             for _ in range(n):
-                r = big * rng.uniform(0.008, 0.02) * (1.0 if real else 1.6)
+                r = big * rng.uniform(0.025, 0.045) * (1.0 if real else 1.3) * cue_scale
                 bx, by = fx + rng.normal(0, fh * 0.3), fy - rng.uniform(0, fh * 0.5)
                 red = (int(rng.integers(120, 170)), 0, 0) if real else (int(rng.integers(190, 250)), int(rng.integers(20, 70)), 40)
                 alpha = int(rng.integers(150, 255))
                 draw.ellipse([(bx - r, by - r * rng.uniform(0.6, 1.4)), (bx + r, by + r)], fill=(*red, alpha))
         elif cue in ("weapon", "stick"):
-            length = fh * rng.uniform(0.35, 0.55)
+            length = fh * rng.uniform(0.5, 0.8) * min(cue_scale, 1.5)
             angle = rng.uniform(-0.6, 0.6) if real else rng.uniform(-1.5, 1.5)
             sx, sy = fx + fh * 0.18, fy - fh * 0.3
             ex, ey = sx + length * math.cos(angle), sy - length * math.sin(angle)
             shade = (25, 25, 28) if real else tuple(int(v) for v in rng.integers(60, 140, size=3))
-            draw.line([(sx, sy), (ex, ey)], fill=(*shade, 255), width=max(2, int(big * 0.012)))
+            draw.line([(sx, sy), (ex, ey)], fill=(*shade, 255), width=max(3, int(big * 0.03 * cue_scale)))
         elif cue in ("muzzle-flash", "light"):
             cx, cy = fx + fh * rng.uniform(0.3, 0.6), fy - fh * rng.uniform(0.3, 0.5)
-            r = big * rng.uniform(0.02, 0.035)
+            r = big * rng.uniform(0.05, 0.08) * cue_scale
             spikes = 8 if real else 4
             points = []
             for k in range(spikes * 2):
@@ -242,14 +245,14 @@ def draw_sample(rng: np.random.Generator, label: int) -> tuple[str, str, tuple[s
     return style, domain, cues, decoys
 
 
-def make_sample(seed: int, size: int, label: int) -> tuple[Image.Image, Sample]:
+def make_sample(seed: int, size: int, label: int, cue_scale: float = CUE_SCALE) -> tuple[Image.Image, Sample]:
     rng = np.random.default_rng(seed)
     style, domain, cues, decoys = draw_sample(rng, label)
-    image = render_frame(rng, size, style, cues, decoys)
+    image = render_frame(rng, size, style, cues, decoys, cue_scale=cue_scale)
     return image, Sample(label, style, make_caption(rng, label, domain), cues)
 
 
-def render_clip(seed: int, size: int, label: int, frames: int) -> list[np.ndarray]:
+def render_clip(seed: int, size: int, label: int, frames: int, cue_scale: float = CUE_SCALE) -> list[np.ndarray]:
     """A short "video" of one scene: the same layout, figures moving slightly frame to frame."""
     base = np.random.default_rng(seed)
     style, _, cues, decoys = draw_sample(base, label)
@@ -257,17 +260,18 @@ def render_clip(seed: int, size: int, label: int, frames: int) -> list[np.ndarra
     for index in range(frames):
         # The same scene seed per frame keeps the layout; jitter moves the figures.
         rng = np.random.default_rng(seed * 7919 + 1)
-        frame = render_frame(rng, size, style, cues, decoys, jitter=math.sin(index / 3.0))
+        frame = render_frame(rng, size, style, cues, decoys, jitter=math.sin(index / 3.0), cue_scale=cue_scale)
         out.append(np.asarray(frame, dtype=np.uint8))
     return out
 
 
-def write_dataset(out: Path, counts: dict[str, int], seed: int, image_size: int = 64, progress: bool = True) -> dict[str, int]:
+def write_dataset(out: Path, counts: dict[str, int], seed: int, image_size: int = 64, progress: bool = True,
+                  cue_scale: float = CUE_SCALE) -> dict[str, int]:
     """Write DATA/{train,val,test}/ with PNG frames and metadata.jsonl; balanced labels per split."""
     from rich.progress import Progress
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.json").write_text(json.dumps({"labels": LABELS, "generator": "framewatch data synth", "seed": seed, "image_size": image_size}, indent=2) + "\n")
+    (out / "dataset.json").write_text(json.dumps({"labels": LABELS, "generator": "framewatch data synth", "seed": seed, "image_size": image_size, "cue_scale": cue_scale}, indent=2) + "\n")
     total = sum(counts.values())
     written: dict[str, int] = {}
     with Progress(disable=not progress, transient=False) as bar:
@@ -283,7 +287,7 @@ def write_dataset(out: Path, counts: dict[str, int], seed: int, image_size: int 
             with open(folder / "metadata.jsonl", "w") as meta:
                 for i, label in enumerate(labels):
                     sample_seed = int(split_rng.integers(0, 2**31 - 1))
-                    image, sample = make_sample(sample_seed, image_size, int(label))
+                    image, sample = make_sample(sample_seed, image_size, int(label), cue_scale)
                     name = f"{split}-{i:06d}.png"
                     image.save(folder / name)
                     meta.write(json.dumps({"file_name": name, "text": sample.caption, "label": int(label), "style": sample.style, "cues": list(sample.cues)}) + "\n")

@@ -1,0 +1,86 @@
+"""Prometheus metrics and the /metrics, /healthz, /readyz endpoints (docs/operations.md)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.messages = Counter("framewatch_messages_total", "Kafka messages by outcome", ["outcome"], registry=r)
+        self.frames_decoded = Counter("framewatch_frames_decoded_total", "Frames decoded", registry=r)
+        self.frames_sampled = Counter("framewatch_frames_sampled_total", "Frames sampled for scoring", registry=r)
+        self.frames_scored = Counter("framewatch_frames_scored_total", "Frames written to Redis", registry=r)
+        self.frames_replayed = Counter("framewatch_frames_replayed_total", "Replayed frames skipped (already in Redis)", registry=r)
+        self.dlq = Counter("framewatch_dlq_total", "Messages sent to the dead-letter topic", ["error_type"], registry=r)
+        self.redis_errors = Counter("framewatch_redis_errors_total", "Failed Redis writes (retried)", registry=r)
+        self.alerts = Counter("framewatch_alerts_total", "Alert events", ["event"], registry=r)
+        self.commits = Counter("framewatch_commits_total", "Offset commits", registry=r)
+        self.batch_size = Histogram("framewatch_batch_size", "Frames per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.decode_seconds = Histogram("framewatch_decode_seconds", "Decode time per message", buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("framewatch_inference_seconds", "Engine time per batch", buckets=LATENCY_BUCKETS, registry=r)
+        self.e2e_seconds = Histogram("framewatch_end_to_end_seconds", "Production (produced-at-ms) to Redis write", buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("framewatch_queue_depth", "Items waiting per stage", ["stage"], registry=r)
+        self.lag = Gauge("framewatch_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=r)
+        self.paused = Gauge("framewatch_partitions_paused", "1 while backpressure pauses the partitions", registry=r)
+        self.assigned = Gauge("framewatch_partitions_assigned", "Partitions assigned to this worker", registry=r)
+        self.ready = Gauge("framewatch_ready", "1 when assigned, connected and Redis writes succeed", registry=r)
+
+
+class Health:
+    """Liveness: the main loop ticked recently. Readiness: set by the worker loop."""
+
+    def __init__(self, stall_seconds: float = 60.0) -> None:
+        self.last_tick = time.monotonic()
+        self.ready = False
+        self.reason = "starting"
+        self.stall_seconds = stall_seconds
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_tick < self.stall_seconds
+
+
+def serve(metrics: WorkerMetrics, health: Health, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path.startswith("/healthz"):
+                ok = health.alive()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"main loop stalled\n")
+            elif self.path.startswith("/readyz"):
+                self._send(200 if health.ready else 503, f"{'ready' if health.ready else 'not ready'}: {health.reason}\n".encode())
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
