@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,18 @@ def _quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("FRAMEWATCH_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real artifact: a tiny synthetic set, one epoch of MobileOne-S0 at 64 px, exported to ONNX."""
+    from training.export import export_run
+    from training.synth import write_dataset
+    from training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("model")
+    write_dataset(root / "data", {"train": 24, "val": 8, "test": 8}, seed=3, image_size=64, progress=False)
+    train(TrainConfig(data=root / "data", out=root / "run", mode="baseline", image_encoder="mobileone_s0", image_size=64,
+                      epochs=1, batch_size=8, progress=False))
+    export_run(root / "run", root / "artifact")
+    return root / "artifact"

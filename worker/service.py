@@ -99,6 +99,7 @@ class Worker:
         self._epoch_lock = threading.Lock()
         self._revoked_streams: set[str] = set()
         self._interpolation = getattr(engine, "interpolation", "bilinear")
+        self.totals = {"records": 0, "polled": 0, "scored_frames": 0, "replayed_frames": 0}
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.pool: cf.ProcessPoolExecutor | None = None
@@ -209,7 +210,7 @@ class Worker:
             self.producer.close(timeout=5)
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
-        log.info("worker stopped", in_flight=self.offsets.in_flight)
+        log.info("worker stopped", in_flight=self.offsets.in_flight, **self.totals)
 
     # --- intake ----------------------------------------------------------------------
 
@@ -220,6 +221,7 @@ class Worker:
     def _accept(self, tp: TopicPartition, record: Any) -> None:
         key = (tp.topic, tp.partition)
         self.offsets.add(tp.topic, tp.partition, record.offset)
+        self.totals["records"] += 1
         try:
             message = contracts.parse_message(tp.topic, tp.partition, record.offset, record.key, record.value, record.headers,
                                               self.settings.decode.max_message_bytes)
@@ -232,6 +234,7 @@ class Worker:
         inflight.future = self.pool.submit(decode_segment, self._decode_request(message))
         self.queues.setdefault(key, deque()).append(inflight)
         self.metrics.messages.labels("polled").inc()
+        self.totals["polled"] += 1
 
     def _decode_request(self, message: contracts.SegmentMessage) -> DecodeRequest:
         d = self.settings.decode
@@ -371,6 +374,7 @@ class Worker:
                     log.info("Redis writes recovered")
                 self.redis_ok = True
                 self.metrics.frames_scored.inc(len(scored))
+                self.totals["scored_frames"] += len(scored)
                 for item in scored:
                     if item.score.alert_event:
                         self.metrics.alerts.labels(item.score.alert_event).inc()
@@ -395,6 +399,7 @@ class Worker:
             frame_score = self.scorer.update(msg.stream_id, item.pts_ms, float(probability))
             if frame_score is None:
                 self.metrics.frames_replayed.inc()
+                self.totals["replayed_frames"] += 1
                 continue
             scored.append(ScoredFrame(frame_score, msg.partition, msg.offset))
         return scored

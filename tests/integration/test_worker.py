@@ -1,0 +1,194 @@
+"""The worker against the real broker, real Redis and a real exported model."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from framewatch.services import DevServices
+from tests.integration.harness import (
+    Lane,
+    WorkerProcess,
+    clip,
+    committed_offsets,
+    end_offsets,
+    history_pts,
+    producer,
+    read_dlq,
+    send_image,
+    send_segment,
+    wait_for,
+)
+from worker import contracts
+
+pytestmark = pytest.mark.integration
+
+FORMATS = ["mpegts", "mp4", "webm", "mkv", "flv"]
+
+
+@pytest.fixture()
+def lane(services: DevServices) -> Lane:
+    lane = Lane(services.kafka_bootstrap, services.redis_url)
+    lane.create_topics()
+    return lane
+
+
+def test_streams_in_every_container_and_still_images_are_scored(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(lane.redis_url)
+    prod = producer(lane)
+    expected: dict[str, list[int]] = {}
+    for index, fmt in enumerate(FORMATS):
+        stream = f"cam-{fmt}"
+        frames = clip(index, violent=index % 2 == 1)
+        for segment in range(2):  # 2 s segments at 10 fps, sampled at 1 fps: 2 frames each
+            send_segment(prod, lane, stream, frames, start_ms=segment * 2000, fmt=fmt, with_content_type=index != 2)
+        expected[stream] = [0, 1000, 2000, 3000]
+    rng = np.random.default_rng(0)
+    for index, fmt in enumerate(["jpeg", "png", "webp"]):
+        send_image(prod, lane, f"still-{fmt}", rng.integers(0, 255, (80, 120, 3), dtype=np.uint8), fmt, start_ms=5000 + index)
+        expected[f"still-{fmt}"] = [5000 + index]
+    prod.close()
+    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: all(len(history_pts(client, lane, s)) >= len(v) for s, v in expected.items()), 90, "all streams scored")
+        wait_for(lambda: committed_offsets(lane) == end_offsets(lane), 30, "offsets committed")
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.logs()[-3000:]
+    for stream, pts in expected.items():
+        assert history_pts(client, lane, stream) == pts, f"{stream}: history out of order or incomplete"
+        state = {k.decode(): v.decode() for k, v in client.hgetall(lane.keys.stream(stream)).items()}  # type: ignore[union-attr]
+        for field in (contracts.F_SCORE, contracts.F_EMA, contracts.F_MAX_RECENT, contracts.F_FRAMES, contracts.F_PTS_MS,
+                      contracts.F_UPDATED_AT_MS, contracts.F_MODEL):
+            assert field in state, f"{stream} lacks {field}"
+        assert 0.0 <= float(state[contracts.F_SCORE]) <= 1.0 and 0.0 <= float(state[contracts.F_EMA]) <= 1.0
+        assert int(state[contracts.F_FRAMES]) == len(pts) and int(state[contracts.F_PTS_MS]) == pts[-1]
+        assert client.ttl(lane.keys.stream(stream)) > 0
+        assert client.zscore(lane.keys.active, stream) is not None
+    assert "engine selected" in worker.logs()
+
+
+def test_corrupt_message_goes_to_dlq_and_the_next_is_scored(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(lane.redis_url)
+    prod = producer(lane)
+    good = clip(1, violent=False)
+    payload_frames = good
+    send_segment(prod, lane, "cam-a", payload_frames, 0)
+    prod.send(lane.topic, key=b"cam-a", value=b"\x00\x01 definitely not video " * 20, headers=[("content-type", b"video/mp2t")])
+    send_segment(prod, lane, "cam-a", payload_frames, 2000)
+    prod.close()
+    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: history_pts(client, lane, "cam-a") == [0, 1000, 2000, 3000], 90, "both good segments scored")
+        dead = read_dlq(lane, expected=1)
+        wait_for(lambda: committed_offsets(lane) == end_offsets(lane), 30, "offsets committed past the bad message")
+    finally:
+        worker.stop()
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["error-type"] in (b"not-media", b"decode-error")
+    assert headers["source-topic"] == lane.topic.encode() and headers["source-offset"] == b"1"
+    assert dead[0].key == b"cam-a" and dead[0].value.startswith(b"\x00\x01 definitely not video")
+
+
+def test_sigterm_drains_in_flight_work_and_commits(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(lane.redis_url)
+    prod = producer(lane)
+    streams = [f"s{i}" for i in range(4)]
+    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: '"partitions assigned"' in worker.logs() and "[0, 1, 2, 3]" in worker.logs(), 60, "assignment")
+        for seg in range(4):
+            for i, stream in enumerate(streams):
+                send_segment(prod, lane, stream, clip(i, violent=False), seg * 2000)
+        prod.close()
+        wait_for(lambda: any(history_pts(client, lane, s) for s in streams), 60, "first scores")
+    finally:
+        code = worker.stop(signal.SIGTERM)
+    assert code == 0
+    logs = worker.logs()
+    assert "draining" in logs and "worker stopped" in logs
+    committed = committed_offsets(lane)
+    # Everything committed was written: for each stream, the committed messages' frames are in Redis.
+    written = sum(len(history_pts(client, lane, s)) for s in streams)
+    assert sum(committed.values()) * 2 <= written
+
+
+def test_sigkill_and_restart_lose_nothing_and_rescore_only_uncommitted(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(lane.redis_url)
+    prod = producer(lane)
+    streams = [f"k{i}" for i in range(6)]
+    segments = 6
+    for seg in range(segments):
+        for i, stream in enumerate(streams):
+            send_segment(prod, lane, stream, clip(i, violent=i % 2 == 0), seg * 2000)
+    prod.close()
+    first = WorkerProcess(lane, exported_model, tmp_path / "first.log", FRAMEWATCH_BATCH__MAX_BATCH="4")
+    try:
+        wait_for(lambda: sum(len(history_pts(client, lane, s)) for s in streams) >= 12, 90, "some scores before the kill")
+    finally:
+        first.stop(signal.SIGKILL)
+    committed_at_kill = sum(committed_offsets(lane).values())
+    second = WorkerProcess(lane, exported_model, tmp_path / "second.log")
+    try:
+        expected = [t * 1000 for t in range(segments * 2)]
+        wait_for(lambda: all(history_pts(client, lane, s) == expected for s in streams), 120, "every segment scored after restart")
+        wait_for(lambda: committed_offsets(lane) == end_offsets(lane), 30, "all committed")
+    finally:
+        second.stop()
+    total = segments * len(streams)
+    assert committed_at_kill < total, "the kill came too late to test anything"
+    for stream in streams:
+        assert history_pts(client, lane, stream) == expected, f"{stream}: a frame was lost or written twice"
+    # The restarted worker re-read exactly the uncommitted messages and skipped frames already written.
+    summary = json.loads(next(line for line in second.logs().splitlines() if '"worker stopped"' in line))
+    assert summary["records"] == total - committed_at_kill
+    assert summary["scored_frames"] + summary["replayed_frames"] == 2 * summary["records"]
+
+
+def test_redis_outage_loses_nothing_and_commits_nothing_early(services: DevServices, exported_model: Path, tmp_path: Path) -> None:
+    from framewatch.services import start_redis, stop_pid
+
+    redis_service = start_redis(tmp_path / "own-redis")
+    lane = Lane(services.kafka_bootstrap, f"redis://127.0.0.1:{redis_service.port}/0")
+    lane.create_topics()
+    client = redis.Redis.from_url(lane.redis_url, socket_timeout=2)
+    prod = producer(lane)
+    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__SOCKET_TIMEOUT_S="1")
+    try:
+        send_segment(prod, lane, "r0", clip(0, False), 0)
+        prod.flush()
+        wait_for(lambda: history_pts(client, lane, "r0") == [0, 1000], 90, "scores before the outage")
+        wait_for(lambda: sum(committed_offsets(lane).values()) == 1, 30, "first commit")
+        stop_pid(redis_service.pid)
+        for seg in range(1, 4):
+            send_segment(prod, lane, "r0", clip(0, False), seg * 2000)
+        prod.flush()
+        wait_for(lambda: "Redis write failed" in worker.logs(), 60, "the worker to notice the outage")
+        # Offsets must not move while Redis is down, however long the outage.
+        assert sum(committed_offsets(lane).values()) == 1
+        redis_service = start_redis(tmp_path / "own-redis", port=redis_service.port)
+        client = redis.Redis.from_url(lane.redis_url, socket_timeout=2)
+        # The server restarted empty (no persistence here): the worker rewrites what it held, and
+        # the restarted server holds every frame produced during the outage.
+        wait_for(lambda: history_pts(client, lane, "r0")[-6:] == [2000, 3000, 4000, 5000, 6000, 7000], 90, "frames after the outage")
+        wait_for(lambda: sum(committed_offsets(lane).values()) == 4, 30, "commits after recovery")
+    finally:
+        prod.close()
+        worker.stop()
+        stop_pid(redis_service.pid)
+    assert "Redis writes recovered" in worker.logs()
+
+
+def test_worker_modules_never_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, framewatch.cli, worker.service, worker.cli, worker.decode, engines, engines.onnxrt; "
+            "framewatch.cli.build_parser(); assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
