@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -84,7 +85,7 @@ class WorkerProcess:
             (blocker / "torch.py").write_text("raise ImportError('the worker must not import torch')\n")
             environment["PYTHONPATH"] = os.pathsep.join([str(blocker), str(REPO)])
         self.log_path = log_path
-        self.log = open(log_path, "ab")
+        self.log = open(log_path, "ab")  # noqa: SIM115 - stays open for the life of the process
         self.process = subprocess.Popen([sys.executable, "-m", "framewatch.cli", "worker"], env=environment, stdout=self.log,
                                         stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
 
@@ -99,14 +100,10 @@ class WorkerProcess:
         return code
 
     def kill_group(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
     def logs(self) -> str:
         if not self.log.closed:
