@@ -539,6 +539,7 @@ def save_run(cfg: TrainConfig, model: nn.Module, summary: dict[str, Any], metric
         "dropout": cfg.dropout,
     }
     torch.save(payload, cfg.out / MODEL_FILE)
+    np.savez(cfg.out / "scores.npz", **{f"{n}_{kind}": arr for n, pair in metrics["scores"].items() for kind, arr in zip(("labels", "scores"), pair, strict=True)})
     (cfg.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     plot_curves(summary["history"], cfg.out / "curves.png")
     curves = {name: metrics["scores"][name] for name in ("val", "test") if name in metrics["scores"]}

@@ -1,0 +1,150 @@
+"""`framewatch report`: the paper's Table 3 for the runs given, with mean ± std over seeds.
+
+Rows are variants (mode, and for text-using modes whether the text encoder was frozen);
+columns are test precision, recall, accuracy, F1 and ROC-AUC at the threshold chosen on val,
+then the deployed image-only model's CPU latency per image, reparameterized, at batch 1 and
+batch 32, measured by this command after warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS = ("precision", "recall", "accuracy", "f1", "roc_auc")
+ORDER = ["CLIP", "baseline", "guidance (text frozen)", "guidance (text trained)", "distill", "teacher (text frozen)", "teacher (text trained)"]
+
+
+def _order(variant: str) -> int:
+    for index, prefix in enumerate(ORDER):
+        if variant.startswith(prefix):
+            return index
+    return len(ORDER)
+
+
+def measure_latency(run_dir: Path, batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 10) -> dict[str, float]:
+    """Milliseconds per image of the reparameterized deployed model (median of ``repeats``)."""
+    import torch
+    from timm.utils import reparameterize_model
+
+    from training.train import load_image_classifier
+
+    trained, payload = load_image_classifier(run_dir)
+    model = reparameterize_model(trained).eval()
+    size = int(payload["image_size"])
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for batch in batch_sizes:
+            x = torch.randn(batch, 3, size, size)
+            for _ in range(3):
+                model(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+            out[f"batch{batch}_ms_per_image"] = statistics.median(times) / batch * 1000
+    return out
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def collect(run_dirs: list[Path], measure: bool = True) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in run_dirs:
+        metrics_path = run / "metrics.json"
+        if not metrics_path.exists():
+            raise FileNotFoundError(f"{run} has no metrics.json: is it a finished run?")
+        metrics = json.loads(metrics_path.read_text())
+        config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+        groups[metrics["variant"]].append({"run": run, "metrics": metrics, "config": config})
+    rows = []
+    for variant in sorted(groups, key=lambda v: (_order(v), v)):
+        runs = groups[variant]
+        row: dict[str, Any] = {"variant": variant, "runs": [str(r["run"]) for r in runs],
+                               "seeds": [r["config"].get("seed") for r in runs], "deployed_inputs": runs[0]["metrics"].get("deployed_inputs")}
+        for name in METRICS:
+            values = [float(r["metrics"]["splits"]["test"][name]) for r in runs if "test" in r["metrics"]["splits"]]
+            row[name] = {"mean": statistics.mean(values) if values else None,
+                         "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+        if measure and row["deployed_inputs"] == "image" and (Path(runs[0]["run"]) / "model.pt").exists():
+            row["latency"] = measure_latency(Path(runs[0]["run"]))
+        rows.append(row)
+    return {"rows": rows, "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def plot_summary(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    labels = [r["variant"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    for offset, metric in ((-0.2, "f1"), (0.2, "roc_auc")):
+        means = [r[metric]["mean"] or 0 for r in rows]
+        stds = [r[metric]["std"] or 0 for r in rows]
+        ax.bar(x + offset, means, 0.4, yerr=stds, capsize=3, label=metric.replace("_", "-").upper())
+        for xi, (individual) in zip(x, [r[metric]["values"] for r in rows], strict=True):
+            ax.scatter([xi + offset] * len(individual), individual, color="black", s=8, zorder=3)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax.set(ylim=(0, 1), ylabel="test score", title="test F1 and ROC-AUC (bars: mean ± std over seeds; dots: seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True) -> tuple[Path, Path]:
+    report = collect(run_dirs, measure_latency)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path = out.with_suffix(".json")
+    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    plot_path = plot_summary(report, out.with_suffix(".png"))
+    lines = [
+        "# framewatch report", "",
+        f"Test split, threshold chosen on val. Mean ± std over the seeds of each variant. Latency: reparameterized image-only model "
+        f"on this machine's CPU ({report['machine']['cpu']}), median of 10 timed runs after 3 warm-up runs.", "",
+        "| variant | seeds | precision | recall | accuracy | F1 | ROC-AUC | ms/image (batch 1) | ms/image (batch 32) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report["rows"]:
+        latency = row.get("latency", {})
+        b1 = f"{latency['batch1_ms_per_image']:.2f}" if "batch1_ms_per_image" in latency else ("needs text" if row["deployed_inputs"] == "image+text" else "–")
+        b32 = f"{latency['batch32_ms_per_image']:.2f}" if "batch32_ms_per_image" in latency else b1 if b1 == "needs text" else "–"
+        seeds = ",".join(str(s) for s in row["seeds"] if s is not None) or "–"
+        cells = [_fmt(row[m]["values"]) for m in METRICS]
+        lines.append(f"| {row['variant']} | {seeds} | " + " | ".join(cells) + f" | {b1} | {b32} |")
+    lines += ["", f"![test F1 and ROC-AUC]({plot_path.name})", "", "Per-run curves (training loss and validation ROC-AUC; ROC and PR on val/test):", ""]
+    for row in report["rows"]:
+        first = Path(row["runs"][0])
+        for image in ("curves.png", "roc_pr.png"):
+            if (first / image).exists():
+                lines.append(f"- {row['variant']}: [{image}]({_relative(first / image, out.parent)})")
+    out.write_text("\n".join(lines) + "\n")
+    return out, json_path
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
