@@ -175,15 +175,7 @@ class _Runtime:
         return str(self.trt.__version__)
 
     def gpu(self, device: int = 0) -> GpuInfo:
-        cudart = self.cudart
-        err, count = cudart.cudaGetDeviceCount()
-        if int(err) != 0 or count == 0:
-            raise EngineError("no CUDA GPU is visible")
-        props = _cuda_ok(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-        err, runtime_version = cudart.cudaRuntimeGetVersion()
-        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        cuda_version = (runtime_version // 1000, (runtime_version % 1000) // 10) if int(err) == 0 else None
-        return GpuInfo(name.strip("\x00"), (int(props.major), int(props.minor)), cuda_version)
+        return query_gpu(self.cudart, device)
 
     def build(
         self, onnx_path: Path, manifest: ModelManifest, request: BuildRequest, timing_cache: bytes | None,
@@ -222,6 +214,64 @@ class _Runtime:
         if engine is None:
             raise EngineError("TensorRT could not deserialize the plan (built by another TensorRT version or for another GPU?)")
         return engine
+
+
+def query_gpu(cudart: Any, device: int = 0) -> GpuInfo:
+    """Name, compute capability and CUDA runtime version of one GPU, through cuda.bindings."""
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        raise EngineError("no CUDA GPU is visible")
+    props = _cuda_ok(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    err, runtime_version = cudart.cudaRuntimeGetVersion()
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    cuda_version = (runtime_version // 1000, (runtime_version % 1000) // 10) if int(err) == 0 else None
+    return GpuInfo(name.split("\x00", 1)[0], (int(props.major), int(props.minor)), cuda_version)
+
+
+class PinnedBuffers:
+    """Pinned host buffers, device buffers and one CUDA stream for an input and an output tensor.
+
+    Pinned (page-locked) host memory is what makes cudaMemcpyAsync truly asynchronous. Used by
+    :class:`TensorRTEngine`; engines/gpu_check.py round-trips data through it on a GPU.
+    """
+
+    def __init__(self, cudart: Any, in_bytes: int, out_bytes: int) -> None:
+        self.cudart = cudart
+        self.in_bytes, self.out_bytes = in_bytes, out_bytes
+        self.stream = _cuda_ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.host_in_ptr = _cuda_ok(cudart.cudaMallocHost(in_bytes), "cudaMallocHost")
+        self.host_out_ptr = _cuda_ok(cudart.cudaMallocHost(out_bytes), "cudaMallocHost")
+        self.host_in = np.ctypeslib.as_array(_as_ctypes(self.host_in_ptr, in_bytes))
+        self.host_out = np.ctypeslib.as_array(_as_ctypes(self.host_out_ptr, out_bytes))
+        self.dev_in = _cuda_ok(cudart.cudaMalloc(in_bytes), "cudaMalloc")
+        self.dev_out = _cuda_ok(cudart.cudaMalloc(out_bytes), "cudaMalloc")
+
+    def upload(self, nbytes: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _cuda_ok(self.cudart.cudaMemcpyAsync(self.dev_in, self.host_in_ptr, nbytes, kind, self.stream), "cudaMemcpyAsync")
+
+    def download(self, nbytes: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _cuda_ok(self.cudart.cudaMemcpyAsync(self.host_out_ptr, self.dev_out, nbytes, kind, self.stream), "cudaMemcpyAsync")
+
+    def device_copy(self, nbytes: int) -> None:
+        """dev_in → dev_out on the stream (gpu_check uses it to round-trip without TensorRT)."""
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        _cuda_ok(self.cudart.cudaMemcpyAsync(self.dev_out, self.dev_in, nbytes, kind, self.stream), "cudaMemcpyAsync")
+
+    def synchronize(self) -> None:
+        _cuda_ok(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream)
+
+    def close(self) -> None:
+        for ptr in (self.dev_in, self.dev_out):
+            self.cudart.cudaFree(ptr)
+        for ptr in (self.host_in_ptr, self.host_out_ptr):
+            self.cudart.cudaFreeHost(ptr)
+        self.cudart.cudaStreamDestroy(self.stream)
 
 
 def _import_cudart() -> Any:
@@ -344,21 +394,13 @@ class TensorRTEngine:
         self._output = manifest.output_name
         self._engine = self._rt.deserialize(plan_path.read_bytes())
         self._context = self._engine.create_execution_context()
-        cudart = self._rt.cudart
-        self._stream = _cuda_ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
         classes = len(self.labels)
         h, w = self.input_size
-        self._in_bytes = self.max_batch * h * w * 3
-        self._out_bytes = self.max_batch * classes * 4
-        # Pinned host buffers make the copies truly asynchronous on the stream.
-        self._host_in_ptr = _cuda_ok(cudart.cudaMallocHost(self._in_bytes), "cudaMallocHost")
-        self._host_out_ptr = _cuda_ok(cudart.cudaMallocHost(self._out_bytes), "cudaMallocHost")
-        self._host_in = np.ctypeslib.as_array(_as_ctypes(self._host_in_ptr, self._in_bytes)).view(np.uint8)
-        self._host_out = np.ctypeslib.as_array(_as_ctypes(self._host_out_ptr, self._out_bytes)).view(np.float32)
-        self._dev_in = _cuda_ok(cudart.cudaMalloc(self._in_bytes), "cudaMalloc")
-        self._dev_out = _cuda_ok(cudart.cudaMalloc(self._out_bytes), "cudaMalloc")
-        self._context.set_tensor_address(self._input, int(self._dev_in))
-        self._context.set_tensor_address(self._output, int(self._dev_out))
+        self._buffers = PinnedBuffers(self._rt.cudart, self.max_batch * h * w * 3, self.max_batch * classes * 4)
+        self._host_in = self._buffers.host_in
+        self._host_out = self._buffers.host_out.view(np.float32)
+        self._context.set_tensor_address(self._input, int(self._buffers.dev_in))
+        self._context.set_tensor_address(self._output, int(self._buffers.dev_out))
         self._classes = classes
 
     @classmethod
@@ -380,28 +422,18 @@ class TensorRTEngine:
         return results[0] if len(results) == 1 else np.concatenate(results)
 
     def _infer_chunk(self, chunk: np.ndarray) -> np.ndarray:
-        cudart = self._rt.cudart
         n = len(chunk)
-        in_bytes = chunk.nbytes
-        out_bytes = n * self._classes * 4
-        self._host_in[:in_bytes] = chunk.reshape(-1)
+        self._host_in[: chunk.nbytes] = chunk.reshape(-1)
         self._context.set_input_shape(self._input, chunk.shape)
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _cuda_ok(cudart.cudaMemcpyAsync(self._dev_in, self._host_in_ptr, in_bytes, h2d, self._stream), "cudaMemcpyAsync")
-        if not self._context.execute_async_v3(int(self._stream)):
+        self._buffers.upload(chunk.nbytes)
+        if not self._context.execute_async_v3(self._buffers.stream_handle):
             raise EngineError("TensorRT execute_async_v3 failed")
-        _cuda_ok(cudart.cudaMemcpyAsync(self._host_out_ptr, self._dev_out, out_bytes, d2h, self._stream), "cudaMemcpyAsync")
-        _cuda_ok(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        self._buffers.download(n * self._classes * 4)
+        self._buffers.synchronize()
         return self._host_out[: n * self._classes].reshape(n, self._classes).copy()
 
     def close(self) -> None:
-        cudart = self._rt.cudart
-        for ptr in (self._dev_in, self._dev_out):
-            cudart.cudaFree(ptr)
-        for ptr in (self._host_in_ptr, self._host_out_ptr):
-            cudart.cudaFreeHost(ptr)
-        cudart.cudaStreamDestroy(self._stream)
+        self._buffers.close()
 
 
 def _as_ctypes(ptr: int, nbytes: int) -> Any:

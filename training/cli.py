@@ -12,7 +12,7 @@ def _synth(args: argparse.Namespace) -> int:
     from training.synth import write_dataset
 
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    written = write_dataset(args.out, counts, args.seed, args.image_size, progress=not args.quiet)
+    written = write_dataset(args.out, counts, args.seed, args.image_size, progress=not args.quiet, cue_scale=args.cue_scale)
     print(f"wrote {written} to {args.out} (labels: non-violent, violent; see training/synth.py for how text and image relate to the label)")
     return 0
 
@@ -83,6 +83,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--test", type=int, default=400, help="test samples (default 400)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=96, help="square frame size in pixels (default 96)")
+    synth.add_argument("--cue-scale", type=float, default=2.0, help="size of violence cues and look-alikes (see training/synth.py)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 

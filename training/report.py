@@ -71,6 +71,13 @@ def collect(run_dirs: list[Path], measure: bool = True) -> dict[str, Any]:
         metrics = json.loads(metrics_path.read_text())
         config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
         groups[metrics["variant"]].append({"run": run, "metrics": metrics, "config": config})
+        teacher = metrics.get("teacher")
+        if teacher and metrics.get("mode") != "teacher":
+            # A guidance (or self-taught distill) run's first stage *is* the teacher: the same
+            # network, data, seed and schedule as `--mode teacher`, evaluated with text.
+            variant = metrics["variant"].replace(metrics["mode"], "teacher", 1)
+            groups[variant].append({"run": run, "config": config, "metrics": {
+                "variant": variant, "deployed_inputs": "image+text", "splits": teacher["splits"], "from_run_of": metrics["mode"]}})
     rows = []
     for variant in sorted(groups, key=lambda v: (_order(v), v)):
         runs = groups[variant]

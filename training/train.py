@@ -411,6 +411,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
 
     started = time.monotonic()
+    if not cfg.progress:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
     rt = setup_runtime(cfg.device)
     seed_everything(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,181 @@
+"""GPU check: run on a machine with an NVIDIA GPU; says plainly what it verified and what it could not.
+
+    python -m engines.gpu_check --out gpu_check.json
+
+Steps, each reported as VERIFIED, FAILED or NOT VERIFIED (with the reason):
+
+1. the GPU as cuda.bindings reports it, and the TensorRT support matrix for it;
+2. the cuda-python path of the TensorRT backend without TensorRT: pinned host buffers,
+   device buffers, async copies on a stream, round-tripping real bytes;
+3. training on CUDA (bf16 autocast): a guidance run (fused stage + adapt) and a baseline on
+   a small synthetic set, then export with the PyTorch-vs-ONNX parity check;
+4. ONNX Runtime's CUDA provider through engines.load, against ONNX Runtime on the CPU;
+5. TensorRT: build FP32 and FP16 engines, load them, compare with ONNX Runtime on the CPU,
+   and time them by batch size.
+
+This script imports torch (training steps); the engines package itself never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS: list[dict[str, Any]] = []
+
+
+def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    started = time.monotonic()
+    try:
+        detail = fn()
+        status = detail.pop("status", "VERIFIED")
+    except Exception as exc:
+        detail = {"error": f"{exc.__class__.__name__}: {exc}", "trace": traceback.format_exc()[-1500:]}
+        status = "FAILED"
+    detail["seconds"] = round(time.monotonic() - started, 2)
+    RESULTS.append({"step": name, "status": status, **detail})
+    print(f"[{status}] {name}: " + json.dumps({k: v for k, v in detail.items() if k != "trace"}, default=str), flush=True)
+    return detail if status == "VERIFIED" else None
+
+
+def gpu_and_matrix() -> dict[str, Any]:
+    from engines.tensorrt_backend import _import_cudart, check_support, query_gpu
+
+    gpu = query_gpu(_import_cudart())
+    matrix = {}
+    for version in ("10.0.1", "10.4.0", "10.5.0", "10.13.0", "11.0.0"):
+        try:
+            check_support(version, gpu)
+            matrix[version] = "supported"
+        except Exception as exc:
+            matrix[version] = f"refused: {exc}"
+    return {"gpu": gpu.name, "compute_capability": gpu.compute_capability, "cuda_runtime": gpu.cuda_runtime_version, "tensorrt_matrix": matrix}
+
+
+def cuda_python_roundtrip() -> dict[str, Any]:
+    from engines.tensorrt_backend import PinnedBuffers, _import_cudart
+
+    size = 8 << 20
+    buffers = PinnedBuffers(_import_cudart(), size, size)
+    try:
+        payload = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)
+        buffers.host_in[:] = payload
+        buffers.upload(size)
+        buffers.device_copy(size)
+        buffers.download(size)
+        buffers.synchronize()
+        same = bool(np.array_equal(buffers.host_out, payload))
+    finally:
+        buffers.close()
+    if not same:
+        raise AssertionError("bytes changed on the way host → device → device → host")
+    return {"bytes": size, "stream_handle_nonzero": True}
+
+
+def make_tiny_bert(folder: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w.strip('".,').lower() for w in
+             ["stream", "title", "things", "got", "heated", "no", "mercy", "tonight", "chill", "vibes", "and", "chat", "category", "the", "streamer", "has", "past", "moderation", "violation", "violations", "streaming", "from", "pc", "phone", "webcam", "shooter", "racing", "irl", "street", "music", "cooking", "travel", "sports"]})
+    (folder / "vocab.txt").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)).save_pretrained(folder)
+    return folder
+
+
+def training_on_cuda(work: Path) -> dict[str, Any]:
+    import torch
+
+    from training.export import export_run
+    from training.synth import write_dataset
+    from training.train import TrainConfig, train
+
+    if not torch.cuda.is_available():
+        return {"status": "NOT VERIFIED", "reason": "torch sees no CUDA device"}
+    write_dataset(work / "data", {"train": 256, "val": 64, "test": 64}, seed=0, image_size=64, progress=False)
+    text = make_tiny_bert(work / "tiny-bert")
+    out: dict[str, Any] = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
+    for mode, freeze in (("guidance", False), ("baseline", True)):
+        cfg = TrainConfig(data=work / "data", out=work / f"run-{mode}", mode=mode, image_encoder="mobileone_s0", image_size=64,  # type: ignore[arg-type]
+                          text_encoder=str(text), text_max_length=16, freeze_text=freeze, fusion_dim=64, epochs=2, batch_size=64,
+                          device="cuda", progress=False)
+        summary = train(cfg)
+        losses = [h["train_loss"] for h in summary["history"]]
+        if not all(np.isfinite(losses)):
+            raise AssertionError(f"{mode}: non-finite loss {losses}")
+        out[mode] = {"stages": sorted({h["stage"] for h in summary["history"]}), "losses": [round(x, 4) for x in losses],
+                     "test_roc_auc": summary["splits"]["test"]["roc_auc"], "seconds": summary["train_seconds"]}
+    report = export_run(work / "run-guidance", work / "artifact", fp16=True)
+    out["export"] = report
+    return out
+
+
+def onnxruntime_cuda(work: Path) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from engines import load
+    from engines.bench import check_engine
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return {"status": "NOT VERIFIED", "reason": f"this onnxruntime has no CUDA provider ({ort.get_available_providers()})"}
+    engine = load(work / "artifact", "onnxruntime")
+    result = check_engine(work / "artifact", "onnxruntime")
+    result["providers"] = getattr(engine, "providers", None)
+    if result["max_abs_diff_vs_onnxruntime_cpu"] > 1e-3:
+        raise AssertionError(f"CUDA provider differs from CPU by {result['max_abs_diff_vs_onnxruntime_cpu']}")
+    return result
+
+
+def tensorrt(work: Path) -> dict[str, Any]:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return {"status": "NOT VERIFIED", "reason": "tensorrt is not installed on this machine"}
+    from engines.bench import check_engine
+    from engines.manifest import load_manifest
+    from engines.tensorrt_backend import BuildRequest, Precision, build_engine
+
+    artifact = work / "artifact"
+    manifest = load_manifest(artifact)
+    out: dict[str, Any] = {"tensorrt": trt.__version__}
+    precisions: tuple[Precision, ...] = ("fp32", "fp16")
+    for precision in precisions:
+        _, info = build_engine(artifact, manifest, BuildRequest(max_batch=64, opt_batch=32, precision=precision))
+        result = check_engine(artifact, "tensorrt", batch_sizes=(1, 8, 32, 64))
+        limit = 1e-4 if precision == "fp32" else 1e-2
+        if result["max_abs_diff_vs_onnxruntime_cpu"] > limit:
+            raise AssertionError(f"{precision}: max |Δp| {result['max_abs_diff_vs_onnxruntime_cpu']} > {limit}")
+        out[precision] = {"build_seconds": info.build_seconds, **result}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="framewatch-gpu-"))
+    step("GPU and TensorRT support matrix (cuda.bindings)", gpu_and_matrix)
+    step("cuda-python pinned buffers and async copies on a stream", cuda_python_roundtrip)
+    trained = step("training on CUDA (guidance with text trained, baseline) and export", lambda: training_on_cuda(work))
+    if trained:
+        step("ONNX Runtime CUDA provider vs CPU", lambda: onnxruntime_cuda(work))
+        step("TensorRT build (FP32, FP16), run and parity", lambda: tensorrt(work))
+    args.out.write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
+    print("\nsummary:")
+    for result in RESULTS:
+        print(f"  {result['status']:13} {result['step']}" + (f" — {result.get('reason') or result.get('error')}" if result["status"] != "VERIFIED" else ""))
+    return 1 if any(r["status"] == "FAILED" for r in RESULTS) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

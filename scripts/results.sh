@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduces docs/results.md: every variant of the paper's Table 3 on the synthetic set, 3 seeds,
+# on the CPU. Usage: scripts/results.sh [OUT_DIR] (default results/). Takes ~40 min on 2 cores.
+set -euo pipefail
+OUT=${1:-results}
+FW=${FW:-.venv/bin/framewatch}
+SEEDS=${SEEDS:-"0 1 2"}
+COMMON=(--image-encoder mobileone_s0 --image-size 64 --epochs 5 --adapt-epochs 3 --batch-size 32 --lr 2e-3 --patience 5 --quiet)
+TEXT=(--text-encoder minilm --text-max-length 9 --fusion-dim 128)
+mkdir -p "$OUT"
+[ -f "$OUT/data/dataset.json" ] || $FW data synth "$OUT/data" --train 1000 --val 250 --test 500 --seed 7 --image-size 64 --quiet
+for seed in $SEEDS; do
+  run() { local name=$1; shift; [ -f "$OUT/runs/$name-s$seed/metrics.json" ] || $FW train --data "$OUT/data" --out "$OUT/runs/$name-s$seed" --seed "$seed" "${COMMON[@]}" "$@"; }
+  run baseline --mode baseline
+  run guidance-frozen --mode guidance "${TEXT[@]}" --freeze-text
+  run guidance-trained --mode guidance "${TEXT[@]}" --train-text
+  run distill --mode distill --teacher "$OUT/runs/guidance-frozen-s$seed"
+done
+$FW report "$OUT"/runs/* --out "$OUT/report.md"
