@@ -93,22 +93,22 @@ def make_tiny_bert(folder: Path) -> Path:
     return folder
 
 
-def training_on_cuda(work: Path) -> dict[str, Any]:
+def training_on_cuda(work: Path, device: str = "cuda") -> dict[str, Any]:
     import torch
 
     from training.export import export_run
     from training.synth import write_dataset
     from training.train import TrainConfig, train
 
-    if not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         return {"status": "NOT VERIFIED", "reason": "torch sees no CUDA device"}
     write_dataset(work / "data", {"train": 256, "val": 64, "test": 64}, seed=0, image_size=64, progress=False)
     text = make_tiny_bert(work / "tiny-bert")
-    out: dict[str, Any] = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
+    out: dict[str, Any] = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device}
     for mode, freeze in (("guidance", False), ("baseline", True)):
         cfg = TrainConfig(data=work / "data", out=work / f"run-{mode}", mode=mode, image_encoder="mobileone_s0", image_size=64,  # type: ignore[arg-type]
                           text_encoder=str(text), text_max_length=16, freeze_text=freeze, fusion_dim=64, epochs=2, batch_size=64,
-                          device="cuda", progress=False)
+                          device=device, progress=False)
         summary = train(cfg)
         losses = [h["train_loss"] for h in summary["history"]]
         if not all(np.isfinite(losses)):
@@ -163,11 +163,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--device", default="cuda", help="training device; 'cpu' rehearses the script on a machine without a GPU")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="framewatch-gpu-"))
     step("GPU and TensorRT support matrix (cuda.bindings)", gpu_and_matrix)
     step("cuda-python pinned buffers and async copies on a stream", cuda_python_roundtrip)
-    trained = step("training on CUDA (guidance with text trained, baseline) and export", lambda: training_on_cuda(work))
+    trained = step(f"training on {args.device} (guidance with text trained, baseline) and export", lambda: training_on_cuda(work, args.device))
     if trained:
         step("ONNX Runtime CUDA provider vs CPU", lambda: onnxruntime_cuda(work))
         step("TensorRT build (FP32, FP16), run and parity", lambda: tensorrt(work))

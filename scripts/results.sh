@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces docs/results.md: every variant of the paper's Table 3 on the synthetic set, 3 seeds,
-# on the CPU. Usage: scripts/results.sh [OUT_DIR] (default results/). Takes ~40 min on 2 cores.
+# on the CPU. Usage: scripts/results.sh [OUT_DIR] (default results/). Takes about an hour on 2 cores.
 set -euo pipefail
 OUT=${1:-results}
 FW=${FW:-.venv/bin/framewatch}
 SEEDS=${SEEDS:-"0 1 2"}
-COMMON=(--image-encoder mobileone_s0 --image-size 64 --epochs 5 --adapt-epochs 3 --batch-size 32 --lr 2e-3 --patience 5 --quiet)
-TEXT=(--text-encoder minilm --text-max-length 9 --fusion-dim 128)
+COMMON=(--image-encoder mobileone_s0 --image-size 64 --epochs 10 --adapt-epochs 4 --batch-size 32 --lr 2e-3 --patience 10 --quiet)
+TEXT=(--text-encoder minilm --text-max-length 25 --fusion-dim 128)
 mkdir -p "$OUT"
-[ -f "$OUT/data/dataset.json" ] || $FW data synth "$OUT/data" --train 1000 --val 250 --test 500 --seed 7 --image-size 64 --quiet
+[ -f "$OUT/data/dataset.json" ] || $FW data synth "$OUT/data" --train 1200 --val 300 --test 600 --seed 7 --image-size 64 --quiet
 for seed in $SEEDS; do
   run() { local name=$1; shift; [ -f "$OUT/runs/$name-s$seed/metrics.json" ] || $FW train --data "$OUT/data" --out "$OUT/runs/$name-s$seed" --seed "$seed" "${COMMON[@]}" "$@"; }
   run baseline --mode baseline
