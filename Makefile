@@ -25,16 +25,19 @@ lint: install
 
 # The default run: lint, types, unit and integration tests (real broker, Redis, ONNX model).
 # Services are started and stopped by the pytest fixtures; nothing is left running.
+# One OpenMP thread per process: tests run torch beside worker processes, and oversubscribed
+# OpenMP spin-waits made tiny models 10-30x slower on 2 cores.
+TEST_ENV := OMP_NUM_THREADS=1
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install
-	$(BIN)/pytest -m "slow" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest -m "slow" $(PYTEST_ARGS)
 
 test-reliability: install
-	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/framewatch demo

@@ -93,6 +93,12 @@ def _dev_status(args: argparse.Namespace) -> int:
     return rc
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from framewatch.demo import run_demo
+
+    return run_demo(args.dir, args.seconds)
+
+
 # --- config ------------------------------------------------------------------------------
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -133,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_cmds.add_parser("show", help="print the merged, validated settings as JSON")
     _add_settings_flags(show)
     show.set_defaults(handler=_config_show)
+
+    demo = commands.add_parser(
+        "demo", help="the whole system end to end on this machine (make demo)",
+        description="Generate data, train a small guidance model on the CPU, export it, start the embedded broker and Redis, "
+        "stream synthetic videos (some violent) through `framewatch produce`, run the worker and show a live table of "
+        "scores from Redis; then stop everything. Reuses what an earlier run left in DIR.",
+    )
+    demo.add_argument("--dir", type=Path, default=Path("demo"), help="working folder (default demo/)")
+    demo.add_argument("--seconds", type=float, default=45.0, help="how long to watch the live table")
+    demo.set_defaults(handler=_demo)
 
     from framewatch import cli_commands
 

@@ -256,10 +256,15 @@ def make_sample(seed: int, size: int, label: int, cue_scale: float = CUE_SCALE) 
     return image, Sample(label, style, make_caption(rng, label, domain), cues)
 
 
-def render_clip(seed: int, size: int, label: int, frames: int, cue_scale: float = CUE_SCALE) -> list[np.ndarray]:
-    """A short "video" of one scene: the same layout, figures moving slightly frame to frame."""
+def render_clip(seed: int, size: int, label: int, frames: int, cue_scale: float = CUE_SCALE,
+                cues: tuple[str, ...] | None = None, style: str | None = None) -> list[np.ndarray]:
+    """A short "video" of one scene: the same layout, figures moving slightly frame to frame.
+
+    ``cues`` and ``style`` override the random draw (the demo shows clear-cut streams)."""
     base = np.random.default_rng(seed)
-    style, _, cues, decoys = draw_sample(base, label)
+    drawn_style, _, drawn_cues, decoys = draw_sample(base, label)
+    style = style or drawn_style
+    cues = drawn_cues if cues is None else cues
     out = []
     for index in range(frames):
         # The same scene seed per frame keeps the layout; jitter moves the figures.

@@ -162,6 +162,8 @@ def batches(split: SplitTensors, batch_size: int, shuffle: bool, generator: torc
     order = order[rank::world]
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
+        if shuffle and len(idx) < 2 < len(order):
+            break  # BatchNorm cannot train on a single sample; it is seen again next epoch
         batch = {"pixels": split.pixels[idx], "labels": split.labels[idx]}
         for name in ("text_features", "input_ids", "attention_mask", "teacher_probs"):
             value = getattr(split, name)
@@ -390,8 +392,10 @@ def image_forward(model: ImageClassifier, prep: Prepared) -> ForwardFn:
 def build_fused(cfg: TrainConfig, prep: Prepared, num_classes: int, rt: Runtime) -> GuidanceNetwork:
     assert prep.text is not None
     encoder = build_image_encoder(cfg.image_encoder, cfg.pretrained)
+    encoder.eval()  # probing the feature map with one image must not touch BatchNorm statistics
     with torch.no_grad():
         side = int(encoder.forward_features(torch.zeros(1, 3, cfg.image_size, cfg.image_size)).shape[-1])  # type: ignore[operator]
+    encoder.train()
     model = GuidanceNetwork(encoder, prep.text.hidden_size, prep.text.side, side, num_classes,
                             FusionConfig(cfg.fusion, cfg.fusion_dim), dropout=cfg.dropout)
     if not cfg.freeze_text:

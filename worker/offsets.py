@@ -26,15 +26,20 @@ class PartitionOffsets:
     def mark_done(self, offset: int) -> None:
         self.done.add(offset)
 
-    def advance(self) -> int | None:
-        """Drop the done prefix; return the new offset to commit, or None if it did not move."""
+    def ready(self) -> int | None:
+        """The offset to commit (one past the done prefix), or None if nothing new is done."""
         last = None
-        while self.pending and self.pending[0] in self.done:
-            last = self.pending.popleft()
-            self.done.discard(last)
-        if last is None:
-            return None
-        return last + 1
+        for offset in self.pending:
+            if offset not in self.done:
+                break
+            last = offset
+        return None if last is None else last + 1
+
+    def acknowledge(self, committed: int) -> None:
+        """The broker accepted ``committed``: forget everything below it."""
+        while self.pending and self.pending[0] < committed:
+            self.done.discard(self.pending.popleft())
+        self.committed = committed
 
     @property
     def in_flight(self) -> int:
@@ -56,12 +61,19 @@ class OffsetTracker:
             state.mark_done(offset)
 
     def committable(self) -> dict[tuple[str, int], int]:
+        """Offsets ready to commit; call :meth:`acknowledge` once the commit succeeded."""
         ready = {}
         for key, state in self.partitions.items():
-            offset = state.advance()
+            offset = state.ready()
             if offset is not None:
                 ready[key] = offset
         return ready
+
+    def acknowledge(self, committed: dict[tuple[str, int], int]) -> None:
+        for key, offset in committed.items():
+            state = self.partitions.get(key)
+            if state is not None:
+                state.acknowledge(offset)
 
     def forget(self, topic: str, partition: int) -> None:
         self.partitions.pop((topic, partition), None)

@@ -183,7 +183,11 @@ class Worker:
                     self._accept(tp, record)
             self._pump_decodes()
             self._finish_completed()
-            self._commit()
+            try:
+                self._commit()
+            except KafkaError as exc:
+                # Nothing is forgotten: the same offsets are retried on the next pass.
+                log.warning("commit failed, will retry", error=str(exc))
             self._backpressure()
             if time.monotonic() - last_lag > 5:
                 self._update_lag()
@@ -424,6 +428,7 @@ class Worker:
         if not ready:
             return
         self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(offset, "", -1) for (t, p), offset in ready.items()})
+        self.offsets.acknowledge(ready)
         self.metrics.commits.inc()
         for (topic, partition), offset in ready.items():
             log.debug("committed", topic=topic, partition=partition, offset=offset)

@@ -145,6 +145,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def offsets_report(lane: Lane) -> str:
+    return f"committed {committed_offsets(lane)} vs end {end_offsets(lane)}"
+
+
 def history_pts(client: redis.Redis, lane: Lane, stream: str) -> list[int]:
     entries: Any = client.xrange(lane.keys.history(stream))
     return [int(fields[b"pts_ms"]) for _, fields in entries]

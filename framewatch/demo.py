@@ -1,0 +1,152 @@
+"""`framewatch demo`: the whole system on one machine, end to end, on the CPU.
+
+Steps (each reuses what an earlier run left in ``demo/``): synthetic data set → guidance
+training (MobileOne-S0 + the offline MiniLM text encoder) → ONNX export → embedded broker and
+Redis → synthetic videos streamed by `framewatch produce` → `framewatch worker` → a live table
+of the streams read from Redis → everything stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+console = Console()
+
+# Demo streams: (id, violent?, cues, style). Violent ones show several cues; calm ones show look-alikes.
+STREAMS = [
+    ("arena-brawl", True, ("struggle", "blood", "weapon"), "shooter-hud"),
+    ("street-fight", True, ("struggle", "blood"), "night-cam"),
+    ("ranked-shooter", True, ("blood", "weapon", "muzzle-flash"), "cel"),
+    ("cooking-live", False, (), "indoor"),
+    ("kart-racing", False, (), "pixel"),
+    ("park-walk", False, (), "daylight"),
+]
+CLIP_FRAMES = 100  # 10 s at 10 fps, looped
+TRAIN_ARGS = ["--mode", "guidance", "--image-encoder", "mobileone_s0", "--image-size", "64", "--text-encoder", "minilm",
+              "--text-max-length", "25", "--fusion-dim", "128", "--epochs", "6", "--adapt-epochs", "6", "--lr", "2e-3",
+              "--batch-size", "32", "--patience", "6", "--seed", "0"]
+
+
+def _fw(*args: str) -> list[str]:
+    return [sys.executable, "-m", "framewatch.cli", *args]
+
+
+def _step(title: str) -> None:
+    console.rule(f"[bold]{title}")
+
+
+def write_videos(folder: Path) -> list[tuple[str, bool, Path]]:
+    from training.synth import render_clip
+    from worker.media import encode_segment
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for index, (stream, violent, cues, style) in enumerate(STREAMS):
+        path = folder / f"{stream}.mp4"
+        if not path.exists():
+            frames = render_clip(100 + index, 128, int(violent), CLIP_FRAMES, cues=cues, style=style)
+            payload, _ = encode_segment(frames, 10.0, "mp4")
+            path.write_bytes(payload)
+        out.append((stream, violent, path))
+    return out
+
+
+def table(rows: list[dict[str, object]], violent: dict[str, bool], elapsed: float) -> Table:
+    t = Table(title=f"framewatch demo — live scores from Redis ({elapsed:.0f} s)")
+    for column in ("stream", "truth", "score", "EMA", "max recent", "frames", "alert"):
+        t.add_column(column, justify="left" if column in ("stream", "truth") else "right")
+    for row in rows:
+        name = str(row["stream"])
+        t.add_row(name, "violent" if violent.get(name) else "calm", f"{float(row.get('score', 0)):.3f}",  # type: ignore[arg-type]
+                  f"{float(row.get('ema', 0)):.3f}", f"{float(row.get('max_recent', 0)):.3f}", str(row.get("frames", 0)),  # type: ignore[arg-type]
+                  "[bold red]ALERT[/]" if row.get("alert") == 1 else "")
+    return t
+
+
+def run_demo(demo_dir: Path, watch_seconds: float = 45.0) -> int:
+    import redis
+
+    from framewatch.services import dev_down, dev_up
+    from worker.redis_io import Scores
+
+    started = time.monotonic()
+    demo_dir = demo_dir.resolve()
+    data, run, artifact = demo_dir / "data", demo_dir / "run", demo_dir / "artifact"
+    _step("1. synthetic data set")
+    if not (data / "dataset.json").exists():
+        subprocess.run(_fw("data", "synth", str(data), "--train", "1200", "--val", "300", "--test", "300", "--seed", "11",
+                           "--image-size", "64"), check=True)
+    else:
+        console.print(f"reusing {data}")
+    _step("2. train a guidance model on the CPU (fused image+text stage, then image-only adapt)")
+    if not (run / "model.pt").exists():
+        subprocess.run(_fw("train", "--data", str(data), "--out", str(run), *TRAIN_ARGS), check=True)
+    else:
+        console.print(f"reusing {run}")
+    _step("3. export to ONNX")
+    if not (artifact / "model.json").exists():
+        subprocess.run(_fw("export", str(run), "--out", str(artifact)), check=True)
+    else:
+        console.print(f"reusing {artifact}")
+    videos = write_videos(demo_dir / "videos")
+    truth = {stream: violent for stream, violent, _ in videos}
+    _step("4. embedded Kafka broker and Redis")
+    state_dir = demo_dir / "services"
+    services = dev_up(state_dir)
+    console.print("\n".join(services.env_lines()))
+    prefix = f"demo{int(time.time())}"
+    env = dict(os.environ, FRAMEWATCH_KAFKA__BOOTSTRAP_SERVERS=services.kafka_bootstrap, FRAMEWATCH_REDIS__URL=services.redis_url,
+               FRAMEWATCH_REDIS__PREFIX=prefix, FRAMEWATCH_KAFKA__GROUP=prefix, FRAMEWATCH_METRICS_PORT="0",
+               FRAMEWATCH_LOG_FORMAT="json", FRAMEWATCH_KAFKA__SESSION_TIMEOUT_MS="6000",
+               FRAMEWATCH_KAFKA__HEARTBEAT_INTERVAL_MS="1000", FRAMEWATCH_BATCH__MAX_DELAY_MS="100")
+    children: list[subprocess.Popen[bytes]] = []
+    logs = demo_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    try:
+        _step("5. worker and producers (one `framewatch produce --realtime --loop` per stream)")
+        with open(logs / "worker.log", "wb") as worker_log:
+            children.append(subprocess.Popen(_fw("worker", "--model", str(artifact)), env=env, stdout=worker_log, stderr=subprocess.STDOUT))
+        for stream, _, path in videos:
+            with open(logs / f"produce-{stream}.log", "wb") as log:
+                children.append(subprocess.Popen(_fw("produce", str(path), "--stream-id", stream, "--realtime", "--loop",
+                                                     "--segment-seconds", "2", "--quiet"), env=env, stdout=log, stderr=subprocess.STDOUT))
+        scores = Scores(redis.Redis.from_url(services.redis_url), prefix)
+        _step(f"6. live scores for {watch_seconds:.0f} s")
+        watch_start = time.monotonic()
+        rows: list[dict[str, object]] = []
+        with Live(table(rows, truth, 0), console=console, refresh_per_second=2) as live:
+            while time.monotonic() - watch_start < watch_seconds:
+                rows = scores.top(len(STREAMS))
+                live.update(table(rows, truth, time.monotonic() - watch_start))
+                time.sleep(0.5)
+        violent_ema = [float(r["ema"]) for r in rows if truth.get(str(r["stream"]))]  # type: ignore[arg-type]
+        calm_ema = [float(r["ema"]) for r in rows if not truth.get(str(r["stream"]))]  # type: ignore[arg-type]
+        if violent_ema and calm_ema:
+            separated = min(violent_ema) > max(calm_ema)
+            console.print(f"mean EMA: violent {sum(violent_ema) / len(violent_ema):.3f}, calm {sum(calm_ema) / len(calm_ema):.3f}; "
+                          f"every violent stream above every calm one: {'yes' if separated else 'NO'}")
+        else:
+            console.print("[yellow]not every stream was scored in time; see demo/logs/worker.log")
+    finally:
+        _step("7. stopping everything the demo started")
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        stopped = dev_down(state_dir)
+        console.print("stopped: " + ", ".join(stopped))
+    console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+    return 0

@@ -1,0 +1,130 @@
+"""A tiny end-to-end run of every mode: train → evaluate → report → export, on a generated set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from training.export import export_run
+from training.report import write_report
+from training.synth import write_dataset
+from training.train import Preprocess, TrainConfig, load_image_classifier, train
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.training_fixtures import make_tiny_text_encoder
+
+    root = tmp_path_factory.mktemp("e2e")
+    write_dataset(root / "data", {"train": 32, "val": 0, "test": 12}, seed=5, image_size=32, progress=False)
+    return {"root": root, "data": root / "data", "text": make_tiny_text_encoder(root / "bert")}
+
+
+def _cfg(tiny: dict[str, Path], name: str, **kw: object) -> TrainConfig:
+    return TrainConfig(data=tiny["data"], out=tiny["root"] / name, image_encoder="mobileone_s0", image_size=32, epochs=1,
+                       batch_size=16, text_encoder=str(tiny["text"]), text_max_length=16, fusion_dim=16, progress=False, **kw)  # type: ignore[arg-type]
+
+
+def test_every_mode_trains_evaluates_and_reports(tiny: dict[str, Path]) -> None:
+    runs = {
+        "baseline": _cfg(tiny, "baseline", mode="baseline"),
+        "guidance": _cfg(tiny, "guidance", mode="guidance", adapt_epochs=1),
+        "guidance-trained": _cfg(tiny, "guidance-trained", mode="guidance", freeze_text=False, fusion="official", adapt_epochs=1),
+        "teacher": _cfg(tiny, "teacher", mode="teacher"),
+    }
+    for cfg in runs.values():
+        summary = train(cfg)
+        for split in ("val", "test"):
+            metrics = summary["splits"][split]
+            assert set(metrics) >= {"precision", "recall", "accuracy", "f1", "roc_auc", "confusion_matrix", "threshold"}
+            assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
+        for name in ("config.json", "metrics.json", "model.pt", "curves.png", "roc_pr.png", "checkpoints/last.pt"):
+            assert (cfg.out / name).exists(), name
+    metrics = json.loads((runs["guidance"].out / "metrics.json").read_text())
+    assert metrics["data"]["val_carved"] and {h["stage"] for h in metrics["history"]} == {"fused", "adapt"}
+    assert metrics["teacher"]["splits"]["test"]["n"] == 12
+    distill = _cfg(tiny, "distill", mode="distill", teacher=runs["guidance"].out)
+    train(distill)
+    md, js = write_report([c.out for c in runs.values()] + [distill.out], tiny["root"] / "report.md")
+    report = json.loads(js.read_text())
+    variants = [row["variant"] for row in report["rows"]]
+    assert variants == ["baseline", "guidance (text frozen)", "guidance (text trained)", "distill",
+                        "teacher (text frozen)", "teacher (text trained)"]
+    baseline_row = report["rows"][0]
+    assert baseline_row["latency"]["batch1_ms_per_image"] > 0 and baseline_row["latency"]["batch32_ms_per_image"] > 0
+    assert "| baseline | 0 |" in md.read_text() and (tiny["root"] / "report.png").exists()
+    # The adapt stage's deployed model is the baseline's architecture and size.
+    deployed, _ = load_image_classifier(runs["guidance"].out)
+    baseline, _ = load_image_classifier(runs["baseline"].out)
+    assert sum(p.numel() for p in deployed.parameters()) == sum(p.numel() for p in baseline.parameters())
+
+
+def test_resume_continues_from_the_checkpoint(tiny: dict[str, Path]) -> None:
+    first = _cfg(tiny, "resume", mode="baseline")
+    train(first)
+    more = _cfg(tiny, "resume", mode="baseline", resume=True)
+    more.epochs = 2
+    summary = train(more)
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+
+
+def test_cpu_training_is_deterministic(tiny: dict[str, Path]) -> None:
+    a = train(_cfg(tiny, "det-a", mode="baseline"))
+    b = train(_cfg(tiny, "det-b", mode="baseline"))
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+
+
+def _calibrate_batchnorm(run: Path, data: Path) -> None:
+    """One epoch on a tiny set leaves BatchNorm running statistics far from the data's, and the
+    eval-mode outputs saturate at 0/1, where any graph "matches". Re-estimate them (cumulative
+    average over the training images) so the parity check compares informative probabilities."""
+    from training.data import load_dataset
+
+    payload = torch.load(run / "model.pt", weights_only=False)
+    model, _ = load_image_classifier(run)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    images = torch.from_numpy(load_dataset(data, 32, splits=("train",))["train"].images)
+    with torch.no_grad():
+        model(Preprocess(payload["mean"], payload["std"])(images))
+    payload["state_dict"] = model.state_dict()
+    torch.save(payload, run / "model.pt")
+
+
+def test_export_folds_preprocessing_and_matches_pytorch(tiny: dict[str, Path]) -> None:
+    run = tiny["root"] / "export-run"
+    train(_cfg(tiny, "export-run", mode="baseline"))
+    _calibrate_batchnorm(run, tiny["data"])
+    artifact = tiny["root"] / "artifact"
+    report = export_run(run, artifact, fp16=True)
+    assert report["max_abs_diff"] <= 1e-4 and report["parity_images"] > 0
+    graph = onnx.load(str(artifact / "model.onnx"))
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    fp16 = onnx.load(str(artifact / "model.fp16.onnx"))
+    assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert fp16.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    model, payload = load_image_classifier(run)
+    session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    from training.data import load_dataset
+
+    frames = load_dataset(tiny["data"], 32, splits=("train",))["train"].images
+    for batch in (1, 7, 32, 64):  # the batch axis is dynamic
+        pixels = np.concatenate([frames, frames])[:batch]
+        onnx_probs = session.run(["probabilities"], {"pixels": pixels})[0]
+        with torch.no_grad():
+            torch_probs = model(Preprocess(payload["mean"], payload["std"])(torch.from_numpy(pixels))).softmax(-1).numpy()
+        assert onnx_probs.shape == (batch, 2)
+        assert np.abs(onnx_probs - torch_probs).max() <= 1e-4
+    assert np.ptp(onnx_probs[:, 1]) > 0, "a constant model proves nothing about parity"
+    manifest = json.loads((artifact / "model.json").read_text())
+    assert manifest["input_height"] == 32 and manifest["labels"] == ["non-violent", "violent"] and manifest["training"]["mode"] == "baseline"
