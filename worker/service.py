@@ -320,12 +320,13 @@ class Worker:
             except KafkaError as exc:
                 if self.hard_stop.is_set():
                     raise
-                log.warning("dead-letter write failed, retrying", error=str(exc), partition=partition, offset=offset)
+                log.warning("dead-letter write failed, retrying", error=str(exc), topic=topic, partition=partition, offset=offset)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.metrics.dlq.labels(error_type).inc()
         self.metrics.messages.labels("dead-lettered").inc()
-        log.warning("message dead-lettered", error_type=error_type, error=error[:200], partition=partition, offset=offset)
+        stream = key.decode("utf-8", "replace")[:80] if key else None
+        log.warning("message dead-lettered", error_type=error_type, error=error[:200], stream=stream, partition=partition, offset=offset)
 
     # --- inference thread ------------------------------------------------------------
 
@@ -382,6 +383,8 @@ class Worker:
                 for item in scored:
                     if item.score.alert_event:
                         self.metrics.alerts.labels(item.score.alert_event).inc()
+                        log.info("alert", alert=item.score.alert_event, stream=item.score.stream_id, ema=round(item.score.ema, 3),
+                                 pts_ms=item.score.pts_ms, partition=item.partition, offset=item.offset)
                 return True
             except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
                 self.redis_ok = False
@@ -419,6 +422,7 @@ class Worker:
             msg = inflight.message
             self.offsets.mark_done(msg.topic, msg.partition, msg.offset)
             self.metrics.messages.labels("scored").inc()
+            log.debug("message scored", stream=msg.stream_id, partition=msg.partition, offset=msg.offset)
 
     def _commit(self, only: set[tuple[str, int]] | None = None) -> None:
         assert self.consumer is not None
