@@ -247,7 +247,8 @@ def run_stage(
     trained: nn.Module = model
     if rt.world > 1:
         device_ids = [rt.device.index] if rt.device.type == "cuda" else None
-        trained = nn.parallel.DistributedDataParallel(_DDPAdapter(model, forward), device_ids=device_ids)
+        # The attention pool's value/output projections never reach the loss (only its map does).
+        trained = nn.parallel.DistributedDataParallel(_DDPAdapter(model, forward), device_ids=device_ids, find_unused_parameters=True)
     result = StageResult(name, {k: v.detach().clone() for k, v in model.state_dict().items()}, 0, -1.0)
     start_epoch, stale = 1, 0
     if cfg.resume and checkpoint.exists():
