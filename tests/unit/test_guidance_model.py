@@ -143,7 +143,7 @@ def test_image_encoder_gets_gradient_through_the_attention_branch() -> None:
     image_map = net.spatial_match(features)
     fused = net.fusion(torch.cat([image_map, net.fold_text(text)], 1))
     _, attention = net.attention(fused)
-    logits = net.head(image_map.detach() * attention.unsqueeze(1))
+    logits = net.head(image_map.detach() * (attention * 16).unsqueeze(1))
     logits[:, 1].sum().backward()
     grads = [p.grad for p in net.image_encoder.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
@@ -164,3 +164,17 @@ def test_adapt_stage_keeps_the_encoder_and_has_the_baselines_architecture() -> N
 def test_text_max_length_must_be_square(tiny_text: Path) -> None:
     with pytest.raises(ValueError, match="square"):
         TextEncoder(str(tiny_text), max_length=20)
+
+
+def test_reweighting_keeps_the_feature_scale() -> None:
+    """The map (weights summing to < 1 over s² cells) is scaled by s²: uniform attention is the identity."""
+    torch.manual_seed(0)
+    net = GuidanceNetwork(build_image_encoder("mobileone_s0"), 8, 4, 2, 2, FusionConfig(out_channels=16)).eval()
+    captured: dict[str, torch.Tensor] = {}
+    net.head.register_forward_hook(lambda _m, inputs, _o: captured.setdefault("weighted", inputs[0]))
+    images, text = torch.randn(2, 3, 64, 64), torch.randn(2, 16, 8)
+    _, attention = net(images, text)
+    image_map = net.spatial_match(net.image_encoder.forward_features(images))
+    assert torch.allclose(captured["weighted"], image_map * attention.unsqueeze(1) * 16, atol=1e-5)
+    ratio = captured["weighted"].abs().mean() / image_map.abs().mean()
+    assert 0.3 < ratio < 3, f"re-weighting changed the feature scale by {ratio:.3f}"
