@@ -19,12 +19,11 @@ from engines.api import Backend, Engine, load
 from engines.manifest import ModelManifest, load_manifest
 
 
-def sample_images(artifact_dir: Path, manifest: ModelManifest, count: int = 64) -> tuple[np.ndarray, str]:
-    """Frames of the training data set named in the manifest, resized; random pixels if it is gone."""
+def imagefolder_frames(root: Path, height: int, width: int, count: int) -> list[np.ndarray]:
+    """Up to ``count`` RGB frames of an imagefolder data set (test split first), resized bilinearly
+    as training resizes them. Unreadable rows are skipped."""
     from PIL import Image
 
-    h, w = manifest.input_height, manifest.input_width
-    root = Path(str(manifest.training.get("data", "")))
     images: list[np.ndarray] = []
     for split in ("test", "val", "train"):
         meta = root / split / "metadata.jsonl"
@@ -32,12 +31,23 @@ def sample_images(artifact_dir: Path, manifest: ModelManifest, count: int = 64) 
             continue
         for line in meta.read_text().splitlines():
             if len(images) >= count:
-                break
+                return images
             try:
                 with Image.open(root / split / json.loads(line)["file_name"]) as image:
-                    images.append(np.asarray(image.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8))
+                    rgb = image.convert("RGB")
+                    if rgb.size != (width, height):
+                        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+                    images.append(np.asarray(rgb, dtype=np.uint8))
             except (OSError, ValueError, KeyError):
                 continue
+    return images
+
+
+def sample_images(artifact_dir: Path, manifest: ModelManifest, count: int = 64) -> tuple[np.ndarray, str]:
+    """Frames of the training data set named in the manifest; random pixels if it is gone."""
+    h, w = manifest.input_height, manifest.input_width
+    root = Path(str(manifest.training.get("data", "")))
+    images = imagefolder_frames(root, h, w, count)
     if images:
         while len(images) < count:
             images.extend(images[: count - len(images)])

@@ -20,6 +20,7 @@ import torch
 from timm.utils import reparameterize_model
 from torch import nn
 
+from engines.bench import imagefolder_frames
 from engines.manifest import (
     FORMAT_VERSION,
     ONNX_FP16_NAME,
@@ -29,7 +30,6 @@ from engines.manifest import (
     sha256_file,
     write_manifest,
 )
-from training.data import load_image
 from training.train import Preprocess, load_image_classifier
 
 PARITY_TOLERANCE = 1e-4
@@ -61,20 +61,8 @@ class PixelsToProbabilities(nn.Module):
 
 def parity_images(run_dir: Path, size: int, count: int = PARITY_IMAGES) -> np.ndarray:
     """Real frames of the run's own data set (test split first), resized as in training."""
-    config = json.loads((run_dir / "config.json").read_text())
-    root = Path(config["data"])
-    images: list[np.ndarray] = []
-    for split in ("test", "val", "train"):
-        meta = root / split / "metadata.jsonl"
-        if not meta.exists():
-            continue
-        for line in meta.read_text().splitlines():
-            if len(images) >= count:
-                break
-            try:
-                images.append(load_image(root / split / json.loads(line)["file_name"], size))
-            except (OSError, ValueError, KeyError):
-                continue
+    root = Path(json.loads((run_dir / "config.json").read_text())["data"])
+    images = imagefolder_frames(root, size, size, count)
     if not images:
         raise ExportError(f"no images of the run's data set ({root}) could be read for the parity check")
     return np.stack(images)
