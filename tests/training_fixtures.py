@@ -17,3 +17,26 @@ def make_tiny_text_encoder(folder: Path, hidden: int = 32) -> Path:
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def calibrate_batchnorm(run: Path, data: Path, image_size: int) -> None:
+    """One epoch on a tiny set leaves BatchNorm running statistics far from the data's, and the
+    eval-mode outputs saturate at 0/1, where any graph "matches" and no score moves. Re-estimate
+    them (cumulative average over the training images) so tests see informative probabilities."""
+    import torch
+
+    from training.data import load_dataset
+    from training.train import Preprocess, load_image_classifier
+
+    payload = torch.load(run / "model.pt", weights_only=False)
+    model, _ = load_image_classifier(run)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    images = torch.from_numpy(load_dataset(data, image_size, splits=("train",))["train"].images)
+    with torch.no_grad():
+        model(Preprocess(payload["mean"], payload["std"])(images))
+    payload["state_dict"] = model.state_dict()
+    torch.save(payload, run / "model.pt")

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tests.training_fixtures import calibrate_batchnorm
 from training.export import export_run
 from training.report import write_report
 from training.synth import write_dataset
@@ -80,30 +81,10 @@ def test_cpu_training_is_deterministic(tiny: dict[str, Path]) -> None:
     assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
 
 
-def _calibrate_batchnorm(run: Path, data: Path) -> None:
-    """One epoch on a tiny set leaves BatchNorm running statistics far from the data's, and the
-    eval-mode outputs saturate at 0/1, where any graph "matches". Re-estimate them (cumulative
-    average over the training images) so the parity check compares informative probabilities."""
-    from training.data import load_dataset
-
-    payload = torch.load(run / "model.pt", weights_only=False)
-    model, _ = load_image_classifier(run)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    images = torch.from_numpy(load_dataset(data, 32, splits=("train",))["train"].images)
-    with torch.no_grad():
-        model(Preprocess(payload["mean"], payload["std"])(images))
-    payload["state_dict"] = model.state_dict()
-    torch.save(payload, run / "model.pt")
-
-
 def test_export_folds_preprocessing_and_matches_pytorch(tiny: dict[str, Path]) -> None:
     run = tiny["root"] / "export-run"
     train(_cfg(tiny, "export-run", mode="baseline"))
-    _calibrate_batchnorm(run, tiny["data"])
+    calibrate_batchnorm(run, tiny["data"], 32)
     artifact = tiny["root"] / "artifact"
     report = export_run(run, artifact, fp16=True)
     assert report["max_abs_diff"] <= 1e-4 and report["parity_images"] > 0

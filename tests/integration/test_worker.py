@@ -194,3 +194,63 @@ def test_worker_modules_never_import_torch() -> None:
     code = ("import sys, framewatch.cli, worker.service, worker.cli, worker.decode, engines, engines.onnxrt; "
             "framewatch.cli.build_parser(); assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_produce_cli_metrics_health_and_score_lookups(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    from framewatch.services import free_port
+    from worker.media import encode_segment
+    from worker.redis_io import Scores
+
+    video = tmp_path / "cam.mp4"
+    payload, _ = encode_segment(clip(3, violent=True, frames=60), 10.0, "mp4")  # a 6 s video file
+    video.write_bytes(payload)
+    env_flags = ["--bootstrap-servers", lane.bootstrap, "--topic", lane.topic]
+    produced = subprocess.run([sys.executable, "-m", "framewatch.cli", "produce", str(video), "--stream-id", "cam-9",
+                               "--segment-seconds", "2", "--format", "webm", "--quiet", *env_flags],
+                              capture_output=True, text=True, timeout=120)
+    assert produced.returncode == 0, produced.stderr
+    assert "sent 3 segments" in produced.stderr
+    port = free_port()
+    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_METRICS_PORT=str(port),
+                           FRAMEWATCH_METRICS_HOST="127.0.0.1", FRAMEWATCH_SCORING__ALERT_ON="0.0001", FRAMEWATCH_SCORING__ALERT_OFF="0.00005")
+    client = redis.Redis.from_url(lane.redis_url)
+    try:
+        wait_for(lambda: history_pts(client, lane, "cam-9") == [0, 1000, 2000, 3000, 4000, 5000], 90, "the produced video scored")
+
+        def get(path: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        assert get("/healthz")[0] == 200
+        wait_for(lambda: get("/readyz")[0] == 200, 30, "readiness")
+        _, metrics = get("/metrics")
+        assert 'framewatch_messages_total{outcome="scored"} 3.0' in metrics
+        assert "framewatch_frames_scored_total 6.0" in metrics
+        assert "framewatch_batch_size_count" in metrics and "framewatch_end_to_end_seconds_count" in metrics
+        assert 'framewatch_alerts_total{event="raise"} 1.0' in metrics
+    finally:
+        worker.stop()
+    scores = Scores(client, lane.prefix)
+    assert scores.get("cam-9")["frames"] == 6  # type: ignore[index]
+    assert [row["pts_ms"] for row in scores.history("cam-9", last=2)] == [4000, 5000]
+    assert scores.top(5)[0]["stream"] == "cam-9"
+    alerts = scores.alerts()
+    assert alerts and alerts[0]["stream"] == "cam-9" and alerts[0]["event"] == "raise"
+    flags = ["--redis-url", lane.redis_url]
+    env = {"FRAMEWATCH_REDIS__PREFIX": lane.prefix}
+    import os
+
+    cli_env = {**os.environ, **env}
+    top = subprocess.run([sys.executable, "-m", "framewatch.cli", "scores", "top", "--json", *flags], capture_output=True, text=True, env=cli_env, timeout=60)
+    assert json.loads(top.stdout)[0]["stream"] == "cam-9"
+    got = subprocess.run([sys.executable, "-m", "framewatch.cli", "scores", "get", "cam-9", *flags], capture_output=True, text=True, env=cli_env, timeout=60)
+    assert json.loads(got.stdout)["pts_ms"] == 5000
+    missing = subprocess.run([sys.executable, "-m", "framewatch.cli", "scores", "get", "nobody", *flags], capture_output=True, text=True, env=cli_env, timeout=60)
+    assert missing.returncode == 1 and "no scores" in missing.stderr
