@@ -31,9 +31,11 @@ STREAMS = [
     ("park-walk", False, (), "daylight"),
 ]
 CLIP_FRAMES = 100  # 10 s at 10 fps, looped
+# A short guided stage, then a longer image-only adapt stage: from random initialisation the
+# image-only stage is what needs the epochs (docs/results.md). ~5 minutes on 2 cores.
 TRAIN_ARGS = ["--mode", "guidance", "--image-encoder", "mobileone_s0", "--image-size", "64", "--text-encoder", "minilm",
-              "--text-max-length", "25", "--fusion-dim", "128", "--epochs", "6", "--adapt-epochs", "6", "--lr", "2e-3",
-              "--batch-size", "32", "--patience", "6", "--seed", "0"]
+              "--text-max-length", "25", "--fusion-dim", "128", "--epochs", "3", "--adapt-epochs", "12", "--lr", "2e-3",
+              "--batch-size", "32", "--patience", "12", "--seed", "0"]
 
 
 def _fw(*args: str) -> list[str]:
@@ -53,7 +55,7 @@ def write_videos(folder: Path) -> list[tuple[str, bool, Path]]:
     for index, (stream, violent, cues, style) in enumerate(STREAMS):
         path = folder / f"{stream}.mp4"
         if not path.exists():
-            frames = render_clip(100 + index, 128, int(violent), CLIP_FRAMES, cues=cues, style=style)
+            frames = render_clip(100 + index, 128, int(violent), CLIP_FRAMES, cue_scale=3.0, cues=cues, style=style)
             payload, _ = encode_segment(frames, 10.0, "mp4")
             path.write_bytes(payload)
         out.append((stream, violent, path))
@@ -83,8 +85,10 @@ def run_demo(demo_dir: Path, watch_seconds: float = 45.0) -> int:
     data, run, artifact = demo_dir / "data", demo_dir / "run", demo_dir / "artifact"
     _step("1. synthetic data set")
     if not (data / "dataset.json").exists():
-        subprocess.run(_fw("data", "synth", str(data), "--train", "1200", "--val", "300", "--test", "300", "--seed", "11",
-                           "--image-size", "64"), check=True)
+        # Cue scale 3: the demo's frames make violence plainer than the benchmark set (2.0) so that a
+        # model trained in minutes on the CPU separates the streams.
+        subprocess.run(_fw("data", "synth", str(data), "--train", "1600", "--val", "300", "--test", "300", "--seed", "11",
+                           "--image-size", "64", "--cue-scale", "3"), check=True)
     else:
         console.print(f"reusing {data}")
     _step("2. train a guidance model on the CPU (fused image+text stage, then image-only adapt)")

@@ -20,6 +20,7 @@ Differences from the official code, on purpose:
   official code's two conv + ReLU;
 * the head has a ReLU between its linear layers (the official three stacked Linear layers
   without activations collapse to one linear map);
+* the spatial-match conv is followed by BatchNorm and ReLU (see :class:`SpatialMatch`);
 * the map is scaled by s² before it multiplies the image features, so its mean over the cells is
   ~1: re-weighting moves the head's attention without shrinking the features. The official map
   sums to ≤ 1, which divides the pooled features by s² (121 at 224 px); trained from random
@@ -56,14 +57,23 @@ def spatial_match_geometry(in_side: int, out_side: int) -> tuple[int, int]:
 
 
 class SpatialMatch(nn.Module):
+    """The learned h×h → s×s convolution, followed by BatchNorm and ReLU.
+
+    The paper's conv alone hands the head unnormalised, signed features, unlike the encoder's
+    own output; trained from random initialisation, the head's ReLU units died on them (44 of
+    512 alive, constant logits, training loss stuck at ln 2). BatchNorm + ReLU give the head
+    features distributed like the encoder's, which the adapt stage then feeds it directly.
+    """
+
     def __init__(self, channels: int, in_side: int, out_side: int) -> None:
         super().__init__()
         kernel, padding = spatial_match_geometry(in_side, out_side)
-        self.conv = nn.Conv2d(channels, channels, kernel_size=kernel, padding=padding)
+        self.conv = nn.Conv2d(channels, channels, kernel_size=kernel, padding=padding, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
         self.out_side = out_side
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.conv(features)
+        out: torch.Tensor = F.relu(self.norm(self.conv(features)))
         return out
 
 
