@@ -5,6 +5,11 @@ frames already resized to the model's input. It is a pure function of its argume
 can run in a worker process; every failure is a :class:`DecodeError` with a DLQ
 ``error-type`` (docs/contracts.md).
 
+Frames are resized by swscale (in the same call that converts them to RGB) with the manifest's
+interpolation, bilinear by default, as training resizes with PIL. The two bilinear filters are
+close, not identical: on a 128→64 px synthetic frame the mean absolute difference was 0.66 of
+255 (max 8), where swscale's AREA filter differed by 1.45.
+
 Sampling is on a grid of stream time: with ``sample_fps`` = 1 the first frame at or after
 every whole second is scored. A grid cell belongs to the segment in which its start lies
 (``segment-start-ms``), so consecutive segments decoded in parallel never score the same
