@@ -98,6 +98,7 @@ class Worker:
         self.paused = False
         self._epoch_lock = threading.Lock()
         self._revoked_streams: set[str] = set()
+        self._resume_from: dict[tuple[str, int], int] = {}
         self._interpolation = getattr(engine, "interpolation", "bilinear")
         self.totals = {"records": 0, "polled": 0, "scored_frames": 0, "replayed_frames": 0}
         self.consumer: KafkaConsumer | None = None
@@ -484,10 +485,23 @@ class Worker:
         keys = {(tp.topic, tp.partition) for tp in revoked}
         self._pump_decodes()
         self._finish_completed()
-        try:
-            self._commit(only=keys)
-        except KafkaError as exc:
-            log.warning("commit on revoke failed; the new owner replays from the last commit", error=str(exc))
+        # kafka-python 3 runs this callback on its network thread, where a blocking commit() is
+        # refused; commit_async() queues the commit ahead of the rejoin. If it is lost, the new
+        # owner replays from the last commit and frames Redis already holds are skipped.
+        ready = {k: v for k, v in self.offsets.committable().items() if k in keys}
+        if ready and self.consumer is not None:
+            try:
+                self.consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in ready.items()})
+                self.metrics.commits.inc()
+            except KafkaError as exc:
+                log.warning("commit on revoke failed; the new owner replays from the last commit", error=str(exc))
+        for key in keys:
+            state = self.offsets.partitions.get(key)
+            unfinished = [o for o in state.pending if o not in state.done] if state is not None else []
+            if unfinished:
+                # kafka-python keeps the fetch position of a partition that comes straight back to
+                # this member; the in-flight work dropped below must be read again, so remember it.
+                self._resume_from[key] = unfinished[0]
         streams: set[str] = set()
         with self._epoch_lock:
             for key in keys:
@@ -503,6 +517,11 @@ class Worker:
         self.metrics.assigned.set(len(self.consumer.assignment()) - len(keys) if self.consumer else 0)
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            offset = self._resume_from.pop((tp.topic, tp.partition), None)
+            if offset is not None and self.consumer is not None:
+                self.consumer.seek(tp, offset)  # local: allowed on the network thread
+        self._resume_from.clear()  # partitions that went elsewhere resume from their commits there
         self.paused = False
         self.metrics.paused.set(0)
         self.metrics.assigned.set(len(assigned))

@@ -254,3 +254,35 @@ def test_produce_cli_metrics_health_and_score_lookups(lane: Lane, exported_model
     assert json.loads(got.stdout)["pts_ms"] == 5000
     missing = subprocess.run([sys.executable, "-m", "framewatch.cli", "scores", "get", "nobody", *flags], capture_output=True, text=True, env=cli_env, timeout=60)
     assert missing.returncode == 1 and "no scores" in missing.stderr
+
+
+def test_rebalance_while_scoring_loses_nothing_and_keeps_order(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
+    """A second worker joins mid-run and later leaves: every frame scored once, in stream order."""
+    client = redis.Redis.from_url(lane.redis_url)
+    prod = producer(lane)
+    streams = [f"r{i}" for i in range(8)]
+    segments = 6
+    for seg in range(segments):
+        for i, stream in enumerate(streams):
+            send_segment(prod, lane, stream, clip(i, violent=False), seg * 2000)
+    prod.close()
+    throttle = {"FRAMEWATCH_BATCH__MAX_BATCH": "2", "FRAMEWATCH_KAFKA__MAX_POLL_RECORDS": "1", "FRAMEWATCH_BATCH__MAX_INFLIGHT_MESSAGES": "2"}
+    first = WorkerProcess(lane, exported_model, tmp_path / "first.log", **throttle)
+    second = None
+    try:
+        wait_for(lambda: sum(len(history_pts(client, lane, s)) for s in streams) >= 4, 90, "first scores", interval=0.05)
+        second = WorkerProcess(lane, exported_model, tmp_path / "second.log", **throttle)
+        wait_for(lambda: '"partitions assigned"' in second.logs(), 60, "the second worker to get partitions")
+        wait_for(lambda: sum(len(history_pts(client, lane, s)) for s in streams) >= 40, 120, "progress with two workers")
+        assert second.stop() == 0  # leaves: its partitions move back to the first worker
+        second = None
+        expected = [t * 1000 for t in range(segments * 2)]
+        wait_for(lambda: all(history_pts(client, lane, s) == expected for s in streams), 120, "every stream complete")
+        wait_for(lambda: committed_offsets(lane) == end_offsets(lane), 60, "all committed")
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+    for stream in streams:
+        assert history_pts(client, lane, stream) == expected, f"{stream}: lost, duplicated or out of order"
+    assert first.logs().count('"partitions revoked"') >= 2, "no rebalance happened"
