@@ -33,6 +33,10 @@ class DynamicBatcher(Generic[T]):
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def drop(self, predicate: Callable[[T], bool]) -> int:
         """Remove queued items (a revoked partition's); returns how many."""
         with self._cond:

@@ -336,7 +336,7 @@ class Worker:
             batch = self.batcher.next_batch(timeout=0.2)
             self.metrics.queue_depth.labels("batcher").set(len(self.batcher))
             if batch is None:
-                if self.batcher._closed:
+                if self.batcher.closed:
                     return
                 continue
             batch = [item for item in batch if self._current(item.inflight)]
@@ -425,14 +425,19 @@ class Worker:
             self.metrics.messages.labels("scored").inc()
             log.debug("message scored", stream=msg.stream_id, partition=msg.partition, offset=msg.offset)
 
-    def _commit(self, only: set[tuple[str, int]] | None = None) -> None:
+    def _commit(self, only: set[tuple[str, int]] | None = None, wait: bool = True) -> None:
+        """Commit what is finished; ``wait=False`` queues it without blocking (rebalance callbacks)."""
         assert self.consumer is not None
         ready = self.offsets.committable()
         if only is not None:
             ready = {k: v for k, v in ready.items() if k in only}
         if not ready:
             return
-        self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(offset, "", -1) for (t, p), offset in ready.items()})
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(offset, "", -1) for (t, p), offset in ready.items()}
+        if wait:
+            self.consumer.commit(offsets)
+        else:
+            self.consumer.commit_async(offsets)
         self.offsets.acknowledge(ready)
         self.metrics.commits.inc()
         for (topic, partition), offset in ready.items():
@@ -488,13 +493,10 @@ class Worker:
         # kafka-python 3 runs this callback on its network thread, where a blocking commit() is
         # refused; commit_async() queues the commit ahead of the rejoin. If it is lost, the new
         # owner replays from the last commit and frames Redis already holds are skipped.
-        ready = {k: v for k, v in self.offsets.committable().items() if k in keys}
-        if ready and self.consumer is not None:
-            try:
-                self.consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in ready.items()})
-                self.metrics.commits.inc()
-            except KafkaError as exc:
-                log.warning("commit on revoke failed; the new owner replays from the last commit", error=str(exc))
+        try:
+            self._commit(only=keys, wait=False)
+        except KafkaError as exc:
+            log.warning("commit on revoke failed; the new owner replays from the last commit", error=str(exc))
         for key in keys:
             state = self.offsets.partitions.get(key)
             unfinished = [o for o in state.pending if o not in state.done] if state is not None else []
