@@ -25,7 +25,8 @@ def _train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, mode=args.mode, image_encoder=args.image_encoder, pretrained=args.pretrained,
         text_encoder=args.text_encoder, text_max_length=args.text_max_length, freeze_text=args.freeze_text,
         fusion=args.fusion, fusion_dim=args.fusion_dim, image_size=args.image_size, epochs=args.epochs,
-        adapt_epochs=args.adapt_epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        adapt_epochs=args.adapt_epochs, batch_size=args.batch_size, lr=args.lr, text_lr=args.text_lr,
+        adapt_head_epochs=args.adapt_head_epochs, weight_decay=args.weight_decay,
         patience=args.patience, seed=args.seed, teacher=args.teacher, max_bad_fraction=args.max_bad_fraction,
         device=args.device, resume=args.resume, progress=not args.quiet,
         distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
@@ -111,9 +112,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     tr.add_argument("--fusion-dim", type=int, default=None, help="fusion output channels (default: half the image channels)")
     tr.add_argument("--image-size", type=int, default=224)
     tr.add_argument("--epochs", type=int, default=10, help="epochs of the first stage")
-    tr.add_argument("--adapt-epochs", type=int, default=None, help="epochs of the adapt/student stage (default: --epochs)")
+    tr.add_argument("--adapt-epochs", type=int, default=None, help="epochs of the guidance adapt stage (default: --epochs); distill's student gets --epochs, like the baseline")
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--lr", type=float, default=3e-4)
+    tr.add_argument("--text-lr", type=float, default=2e-5, help="learning rate of a trained text encoder (default 2e-5)")
+    tr.add_argument("--adapt-head-epochs", type=int, default=1,
+                    help="guidance: epochs training only the new head on the frozen guided encoder before full fine-tuning (default 1)")
     tr.add_argument("--weight-decay", type=float, default=0.05)
     tr.add_argument("--patience", type=int, default=3, help="early stopping: epochs without a better val ROC-AUC")
     tr.add_argument("--seed", type=int, default=0)

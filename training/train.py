@@ -48,8 +48,9 @@ from training.models.encoders import TextEncoder, image_data_config
 Mode = Literal["baseline", "guidance", "teacher", "distill"]
 MODES: tuple[Mode, ...] = ("baseline", "guidance", "teacher", "distill")
 CHECKPOINT_DIR = "checkpoints"
-STAGE_SALT = {"image": 1, "fused": 2, "adapt": 3, "student": 4}
+STAGE_SALT = {"image": 1, "fused": 2, "adapt": 3, "student": 4, "adapt-head": 5}
 MODEL_FILE = "model.pt"
+TEXT_MODULE = "text_encoder"  # the fused network's submodule name for a text encoder that trains
 
 
 @dataclass
@@ -69,6 +70,13 @@ class TrainConfig:
     adapt_epochs: int | None = None  # default: same as epochs
     batch_size: int = 32
     lr: float = 3e-4
+    # A pretrained text encoder trained at the image encoder's lr forgets what it knew; BERT-family
+    # fine-tuning uses ~2e-5.
+    text_lr: float = 2e-5
+    # Adapt stage: epochs that train only the fresh head on the frozen guided encoder before the
+    # whole model is fine-tuned (linear probe, then fine-tune; Kumar et al. 2022), so the
+    # randomly initialised head's first gradients do not overwrite the guided features.
+    adapt_head_epochs: int = 1
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
@@ -234,13 +242,29 @@ def autocast(device: torch.device) -> Any:
     return torch.autocast("cpu", enabled=False)
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; a trained text encoder gets its own, smaller lr."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    text = [p for n, p in named if n.startswith(TEXT_MODULE + ".")]
+    other = [p for n, p in named if not n.startswith(TEXT_MODULE + ".")]
+    groups = [{"params": other, "lr": cfg.lr}] + ([{"params": text, "lr": cfg.text_lr}] if text else [])
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
 def run_stage(
     name: str, model: nn.Module, forward: ForwardFn, loss_fn: LossFn, train: SplitTensors, val: SplitTensors,
     cfg: TrainConfig, epochs: int, rt: Runtime, violent_index: int, checkpoint: Path, progress: Any,
+    frozen: tuple[nn.Module, ...] = (), start_val_auc: float = -1.0,
 ) -> StageResult:
-    """Train ``model`` for up to ``epochs``, keep the state with the best validation ROC-AUC."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """Train ``model`` for up to ``epochs``, keep the state with the best validation ROC-AUC.
+
+    ``frozen`` modules get no gradient and stay in eval mode (their BatchNorm statistics too).
+    ``start_val_auc`` is the starting state's own val ROC-AUC: an epoch must beat it to be kept.
+    """
+    for module in frozen:
+        module.requires_grad_(False)
+    optimizer = make_optimizer(model, cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     steps_per_epoch = math.ceil(len(train) / rt.world / cfg.batch_size)
     total = steps_per_epoch * epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, int(total * cfg.warmup_fraction)))
@@ -249,7 +273,7 @@ def run_stage(
         device_ids = [rt.device.index] if rt.device.type == "cuda" else None
         # The attention pool's value/output projections never reach the loss (only its map does).
         trained = nn.parallel.DistributedDataParallel(_DDPAdapter(model, forward), device_ids=device_ids, find_unused_parameters=True)
-    result = StageResult(name, {k: v.detach().clone() for k, v in model.state_dict().items()}, 0, -1.0)
+    result = StageResult(name, {k: v.detach().clone() for k, v in model.state_dict().items()}, 0, start_val_auc)
     start_epoch, stale = 1, 0
     if cfg.resume and checkpoint.exists():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -265,6 +289,8 @@ def run_stage(
     for epoch in range(start_epoch, epochs + 1):
         generator.manual_seed(cfg.seed * 1000 + epoch * 10 + STAGE_SALT.get(name, 0))
         model.train()
+        for module in frozen:
+            module.eval()
         running, seen = 0.0, 0
         for batch in batches(train, cfg.batch_size, shuffle=True, generator=generator, rank=rt.rank, world=rt.world):
             batch["pixels"] = augment(batch["pixels"], generator)
@@ -303,6 +329,8 @@ def run_stage(
             break
     progress.remove_task(task)
     model.load_state_dict(result.best_state)
+    for module in frozen:
+        module.requires_grad_(True)
     return result
 
 
@@ -400,7 +428,7 @@ def build_fused(cfg: TrainConfig, prep: Prepared, num_classes: int, rt: Runtime)
     model = GuidanceNetwork(encoder, prep.text.hidden_size, prep.text.side, side, num_classes,
                             FusionConfig(cfg.fusion, cfg.fusion_dim), dropout=cfg.dropout)
     if not cfg.freeze_text:
-        model.add_module("text_encoder", prep.text)  # trained jointly: its parameters join the optimiser
+        model.add_module(TEXT_MODULE, prep.text)  # trained jointly: its parameters join the optimiser
     return model.to(rt.device)
 
 
@@ -466,15 +494,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 # Adapt: the guidance-trained encoder, a fresh head, images only.
                 final_model = fused.deployable(num_classes, cfg.dropout).to(rt.device)
                 final_forward = image_forward(final_model, prep)
-                result = run_stage("adapt", final_model, final_forward, ce_loss, train_split, val_split, cfg, adapt_epochs, rt, violent, ckpt, progress)
+                if cfg.adapt_head_epochs > 0:
+                    result = run_stage("adapt-head", final_model, final_forward, ce_loss, train_split, val_split, cfg, cfg.adapt_head_epochs,
+                                       rt, violent, ckpt, progress, frozen=(final_model.encoder,))
+                    history += result.history
+                result = run_stage("adapt", final_model, final_forward, ce_loss, train_split, val_split, cfg, adapt_epochs, rt, violent, ckpt,
+                                   progress, start_val_auc=result.best_val_auc if cfg.adapt_head_epochs > 0 else -1.0)
                 history += result.history
-            else:  # distill: a fresh image-only student learns from the teacher's soft labels
+            else:  # distill: a fresh image-only student, trained as long as the baseline, learns from the soft labels
                 for name, split in prep.splits.items():
                     split.teacher_probs = teacher_probs[name].float()
                 final_model = ImageClassifier(build_image_encoder(cfg.image_encoder, cfg.pretrained), num_classes, cfg.dropout).to(rt.device)
                 final_forward = image_forward(final_model, prep)
                 result = run_stage("student", final_model, final_forward, distill_loss(cfg.distill_alpha, cfg.distill_temperature),
-                                   train_split, val_split, cfg, adapt_epochs, rt, violent, ckpt, progress)
+                                   train_split, val_split, cfg, cfg.epochs, rt, violent, ckpt, progress)
                 history += result.history
 
     metrics = evaluate(final_model, final_forward, prep, cfg, rt, violent)

@@ -48,7 +48,7 @@ def test_every_mode_trains_evaluates_and_reports(tiny: dict[str, Path]) -> None:
         for name in ("config.json", "metrics.json", "model.pt", "curves.png", "roc_pr.png", "checkpoints/last.pt"):
             assert (cfg.out / name).exists(), name
     metrics = json.loads((runs["guidance"].out / "metrics.json").read_text())
-    assert metrics["data"]["val_carved"] and {h["stage"] for h in metrics["history"]} == {"fused", "adapt"}
+    assert metrics["data"]["val_carved"] and {h["stage"] for h in metrics["history"]} == {"fused", "adapt-head", "adapt"}
     assert metrics["teacher"]["splits"]["test"]["n"] == 12
     distill = _cfg(tiny, "distill", mode="distill", teacher=runs["guidance"].out)
     train(distill)

@@ -178,3 +178,43 @@ def test_reweighting_keeps_the_feature_scale() -> None:
     assert torch.allclose(captured["weighted"], image_map * attention.unsqueeze(1) * 16, atol=1e-5)
     ratio = captured["weighted"].abs().mean() / image_map.abs().mean()
     assert 0.3 < ratio < 3, f"re-weighting changed the feature scale by {ratio:.3f}"
+
+
+def test_trained_text_encoder_gets_its_own_learning_rate(tiny_text: Path, tmp_path: Path) -> None:
+    from training.train import TEXT_MODULE, TrainConfig, make_optimizer
+
+    text = TextEncoder(str(tiny_text), max_length=16)
+    net = GuidanceNetwork(build_image_encoder("mobileone_s0"), text.hidden_size, 4, 2, 2, FusionConfig(out_channels=16))
+    net.add_module(TEXT_MODULE, text)
+    cfg = TrainConfig(data=tmp_path, out=tmp_path, lr=2e-3, text_lr=2e-5)
+    groups = make_optimizer(net, cfg).param_groups
+    assert [g["lr"] for g in groups] == [2e-3, 2e-5]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in text.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
+def test_head_warmup_leaves_the_guided_encoder_bit_identical(tmp_path: Path) -> None:
+    from rich.progress import Progress
+
+    from training.data import SplitData
+    from training.train import Runtime, SplitTensors, TrainConfig, run_stage
+
+    torch.manual_seed(0)
+    model = ImageClassifier(build_image_encoder("mobileone_s0"), 2)
+    pixels = torch.randint(0, 256, (24, 32, 32, 3), dtype=torch.uint8)
+    labels = torch.arange(24) % 2
+    split = SplitTensors(SplitData("train", pixels.numpy(), [""] * 24, labels.numpy()), pixels, labels)
+    cfg = TrainConfig(data=tmp_path, out=tmp_path, image_size=32, batch_size=8, lr=1e-2, progress=False)
+
+    def forward(batch: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
+        return model(batch["pixels"].permute(0, 3, 1, 2).float() / 255)  # type: ignore[no-any-return]
+
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    with Progress(disable=True) as progress:
+        run_stage("adapt-head", model, forward, lambda logits, b: torch.nn.functional.cross_entropy(logits, b["labels"]),
+                  split, split, cfg, 2, Runtime(torch.device("cpu")), 1, tmp_path / "ckpt.pt", progress, frozen=(model.encoder,))
+    # Weights and BatchNorm running statistics alike: a frozen encoder stays in eval mode.
+    assert all(torch.equal(encoder_before[k], v) for k, v in model.encoder.state_dict().items())
+    assert any(not torch.equal(head_before[k], v) for k, v in model.head.state_dict().items())
+    assert all(p.requires_grad for p in model.encoder.parameters())  # unfrozen again for the next stage
