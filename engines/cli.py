@@ -52,7 +52,7 @@ def _bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction, bench_commands: argparse._SubParsersAction) -> None:
     engine = commands.add_parser("engine", help="build and check TensorRT/ONNX Runtime engines",
                                  description="Build a TensorRT engine for this GPU and TensorRT version, or check an engine's parity and speed.")
     sub = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
@@ -79,9 +79,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--tolerance", type=float, default=1e-2, help="exit 1 when max |Δp| exceeds this (FP16 engines differ ~1e-3)")
     check.set_defaults(handler=_check)
 
-    bench = commands.add_parser("bench", help="benchmarks that write JSON", description="Benchmarks; each writes JSON and prints a table.")
-    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-    be = bench_sub.add_parser("engine", help="framewatch engine vs a bare onnxruntime session",
+    be = bench_commands.add_parser("engine", help="framewatch engine vs a bare onnxruntime session",
                               description="Images/s at batch 1, 8 and 32 of the framewatch engine and of a bare onnxruntime.InferenceSession "
                               "on the same model.onnx, measured interleaved in one run, and their ratio (the wrapper's overhead).")
     be.add_argument("artifact", type=Path, metavar="ARTIFACT_DIR")

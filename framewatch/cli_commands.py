@@ -11,6 +11,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     from training.cli import register as register_training
     from worker.cli import register as register_worker
 
-    register_worker(commands)
-    register_engines(commands)
+    bench = commands.add_parser("bench", help="benchmarks that write JSON", description="Benchmarks; each writes JSON and prints a table.")
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    register_worker(commands, bench_commands)
+    register_engines(commands, bench_commands)
     register_training(commands)

@@ -1,0 +1,633 @@
+"""`framewatch bench pipeline` and `framewatch bench soak`: the worker measured against its limits.
+
+One run of ``pipeline`` measures, on the same segments and the same model:
+
+* ``decode_fps``  the decode pool alone (PyAV decode + 1-fps sampling + resize), sampled frames/s;
+* ``infer_fps``   the engine alone at the worker's ``max_batch``, frames/s (and by batch size, plotted);
+* ``e2e_fps``     the real `framewatch worker` process from a Kafka backlog to Redis, commits included,
+                  sampled frames/s between 10 % and 90 % of the backlog (start-up and tail excluded);
+* ``naive_fps``   worker.naive on the same backlog;
+* ``p50_latency_ms``/``p99_latency_ms`` a segment's production to its last score visible in Redis,
+                  with segments produced at half of ``e2e_fps``;
+* ``rss_mb``      the worker process's peak resident memory (its decode processes reported apart).
+
+The workload is synthetic but shaped like live video: 1280×720 at 30 fps in 2-second H.264
+MPEG-TS segments, one keyframe each, with film grain so the bitrate (~2 Mbps) and hence the
+decode cost are those of camera content rather than of flat cartoons. Everything runs on the
+embedded broker and Redis (`framewatch dev`), so absolute numbers include their CPU use on
+the same cores; the ratios are what carry over between machines.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import redis
+from kafka import KafkaProducer
+
+from engines.api import Backend, Engine, load
+from framewatch.config import FrameWatchSettings
+from worker import contracts
+from worker.decode import DecodeLimits, DecodeRequest, decode_segment
+from worker.lane import Lane, WorkerProcess, committed_offsets, end_offsets
+from worker.media import encode_segment
+
+
+@dataclass(frozen=True)
+class Workload:
+    streams: int = 8
+    width: int = 1280
+    height: int = 720
+    fps: float = 30.0
+    segment_seconds: float = 2.0
+    grain: float = 6.0  # σ of per-pixel noise, in levels of 255
+    distinct_segments: int = 4  # encoded once, then sent many times under different streams and times
+
+
+@dataclass(frozen=True)
+class BenchSegment:
+    payload: bytes
+    content_type: str
+    sampled_offsets_ms: tuple[int, ...]  # pts of the frames the worker samples, from the segment's start
+
+    @property
+    def sampled(self) -> int:
+        return len(self.sampled_offsets_ms)
+
+
+@dataclass
+class Timeline:
+    """Frames visible in Redis over time, and memory of the worker process tree."""
+
+    points: list[tuple[float, int]] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    decoders_rss_mb: list[float] = field(default_factory=list)
+
+    def rate_between(self, total: int, low: float = 0.1, high: float = 0.9) -> float:
+        """Frames/s from the moment ``low`` of ``total`` was visible to the moment ``high`` was."""
+        t_low = next((t for t, n in self.points if n >= low * total), None)
+        t_high = next((t for t, n in self.points if n >= high * total), None)
+        if t_low is None or t_high is None or t_high <= t_low:
+            return 0.0
+        return (high - low) * total / (t_high - t_low)
+
+
+# --- the workload ------------------------------------------------------------------------
+
+def synthetic_frames(seed: int, count: int, width: int, height: int, grain: float) -> list[np.ndarray]:
+    """A moving scene: a slow colour gradient, three drifting blocks, fresh grain every frame."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    blocks = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-6, 6), rng.uniform(-4, 4), rng.integers(0, 256, 3))
+              for _ in range(3)]
+    frames = []
+    for index in range(count):
+        phase = index / max(count, 1)
+        base = np.stack([(xs / width * 200 + 40 * phase), (ys / height * 180), np.full_like(xs, 90 + 60 * phase)], axis=-1)
+        for x0, y0, dx, dy, colour in blocks:
+            x, y = int(x0 + dx * index) % width, int(y0 + dy * index) % height
+            base[y : y + height // 5, x : x + width // 6] = colour
+        if grain > 0:
+            base = base + rng.normal(0.0, grain, base.shape).astype(np.float32)
+        frames.append(np.clip(base, 0, 255).astype(np.uint8))
+    return frames
+
+
+def make_segments(workload: Workload, request: Callable[[bytes, str, int], DecodeRequest]) -> list[BenchSegment]:
+    count = round(workload.fps * workload.segment_seconds)
+    out = []
+    for seed in range(workload.distinct_segments):
+        frames = synthetic_frames(seed, count, workload.width, workload.height, workload.grain)
+        payload, content_type = encode_segment(frames, workload.fps, "mpegts", crf=23)
+        sampled = decode_segment(request(payload, content_type, 0))
+        out.append(BenchSegment(payload, content_type, tuple(f.pts_ms for f in sampled.frames)))
+    return out
+
+
+def decode_request_factory(settings: FrameWatchSettings, engine: Engine) -> Callable[[bytes, str, int], DecodeRequest]:
+    """Decode requests exactly as the worker builds them (worker.service.Worker._decode_request)."""
+    d = settings.decode
+    limits = DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds)
+    height, width = engine.input_size
+
+    def request(payload: bytes, content_type: str, start_ms: int) -> DecodeRequest:
+        return DecodeRequest(payload=payload, content_type=content_type, width=width, height=height,
+                             interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps,
+                             keyframes_only=d.keyframes_only, segment_start_ms=start_ms, limits=limits, hwaccel=d.hwaccel)
+
+    return request
+
+
+# --- stages alone ------------------------------------------------------------------------
+
+def measure_decode(segments: list[BenchSegment], request: Callable[[bytes, str, int], DecodeRequest], workers: int,
+                   seconds: float) -> dict[str, float]:
+    """The decode pool alone, kept full, as the worker runs it (spawned processes)."""
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(decode_segment, [request(s.payload, s.content_type, 0) for s in segments]))  # start-up, imports
+        sampled = decoded = submitted = 0
+        pending: set[cf.Future[Any]] = set()
+        started = time.monotonic()
+        while time.monotonic() - started < seconds or pending:
+            while time.monotonic() - started < seconds and len(pending) < 2 * workers:
+                seg = segments[submitted % len(segments)]
+                pending.add(pool.submit(decode_segment, request(seg.payload, seg.content_type, 0)))
+                submitted += 1
+            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                result = future.result()
+                sampled += len(result.frames)
+                decoded += result.decoded
+        elapsed = time.monotonic() - started
+    return {"decode_fps": sampled / elapsed, "decoded_fps": decoded / elapsed, "segments_per_second": submitted / elapsed}
+
+
+def measure_infer(engine: Engine, batch_sizes: list[int], seconds_each: float) -> dict[int, float]:
+    height, width = engine.input_size
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in batch_sizes:
+        frames = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+        for _ in range(3):
+            engine.infer(frames)
+        done, started = 0, time.monotonic()
+        while time.monotonic() - started < seconds_each:
+            engine.infer(frames)
+            done += batch
+        out[batch] = done / (time.monotonic() - started)
+    return out
+
+
+# --- the worker on a lane ----------------------------------------------------------------
+
+def stream_frames(client: redis.Redis, keys: contracts.RedisKeys, streams: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.hget(keys.stream(stream), contracts.F_FRAMES)
+    return sum(int(v) for v in pipe.execute() if v is not None)
+
+
+def process_memory(pid: int) -> tuple[float, float]:
+    """RSS in MiB of the process and, apart, of its children (the decode pool)."""
+    try:
+        proc = psutil.Process(pid)
+        children = sum(c.memory_info().rss for c in proc.children(recursive=True))
+        return proc.memory_info().rss / 2**20, children / 2**20
+    except psutil.Error:
+        return 0.0, 0.0
+
+
+def produce_backlog(producer: KafkaProducer, lane: Lane, segments: list[BenchSegment], streams: list[str], count: int,
+                    segment_ms: int) -> int:
+    """``count`` segments round-robin over ``streams``; returns the frames the worker will score."""
+    frames = 0
+    for index in range(count):
+        seg = segments[index % len(segments)]
+        stream = streams[index % len(streams)]
+        start_ms = (index // len(streams)) * segment_ms
+        headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(time.time() * 1000))
+        producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)
+        frames += seg.sampled
+    producer.flush()
+    return frames
+
+
+def watch_until(client: redis.Redis, lane: Lane, streams: list[str], total: int, pid: int, timeout_s: float,
+                on_first_frames: Callable[[], None] | None = None) -> Timeline:
+    timeline = Timeline()
+    started = time.monotonic()
+    last_memory = 0.0
+    while time.monotonic() - started < timeout_s:
+        now = time.monotonic()
+        seen = stream_frames(client, lane.keys, streams)
+        if seen and on_first_frames is not None and not any(n for _, n in timeline.points):
+            on_first_frames()
+        timeline.points.append((now, seen))
+        if now - last_memory > 0.5:
+            rss, children = process_memory(pid)
+            timeline.rss_mb.append(rss)
+            timeline.decoders_rss_mb.append(children)
+            last_memory = now
+        if seen >= total:
+            break
+        time.sleep(0.05)
+    return timeline
+
+
+@dataclass
+class PacedResult:
+    latencies_ms: list[float]
+    produced_at: list[float]  # monotonic seconds, one per latency
+    unfinished: int
+    rss: list[tuple[float, float, float]]  # (monotonic s, worker MiB, decoders MiB)
+
+
+def run_paced(producer: KafkaProducer, client: redis.Redis, lane: Lane, segments: list[BenchSegment], streams: list[str],
+              segments_per_second: float, seconds: float, pid: int, segment_ms: int, on_tick: Callable[[float], None] | None = None,
+              memory_every_s: float = 1.0) -> PacedResult:
+    """Produce at a fixed rate and time each segment from production until its last sampled frame's
+    score is in Redis (the stream hash's pts_ms reaches it)."""
+    pending: dict[str, deque[tuple[int, float, float]]] = {s: deque() for s in streams}  # (last pts, wall, mono)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def produce() -> None:
+        started = time.monotonic()
+        index = 0
+        while not stop.is_set():
+            due = started + index / segments_per_second
+            if due - started > seconds:
+                break
+            stop.wait(max(0.0, due - time.monotonic()))
+            seg = segments[index % len(segments)]
+            stream = streams[index % len(streams)]
+            start_ms = (index // len(streams)) * segment_ms
+            wall = time.time()
+            headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(wall * 1000))
+            with lock:
+                pending[stream].append((start_ms + seg.sampled_offsets_ms[-1], wall, time.monotonic()))
+            producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)
+            index += 1
+        producer.flush()
+
+    thread = threading.Thread(target=produce, name="paced-producer", daemon=True)
+    thread.start()
+    result = PacedResult([], [], 0, [])
+    last_memory = 0.0
+    deadline = time.monotonic() + seconds + 60
+    while time.monotonic() < deadline:
+        pipe = client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.hget(lane.keys.stream(stream), contracts.F_PTS_MS)
+        visible = pipe.execute()
+        now_wall, now = time.time(), time.monotonic()
+        with lock:
+            for stream, pts in zip(streams, visible, strict=True):
+                queue = pending[stream]
+                while queue and pts is not None and int(pts) >= queue[0][0]:
+                    _, wall, mono = queue.popleft()
+                    result.latencies_ms.append((now_wall - wall) * 1000)
+                    result.produced_at.append(mono)
+            outstanding = sum(len(q) for q in pending.values())
+        if now - last_memory >= memory_every_s:
+            rss, children = process_memory(pid)
+            result.rss.append((now, rss, children))
+            last_memory = now
+            if on_tick is not None:
+                on_tick(now)
+        if not thread.is_alive() and outstanding == 0:
+            break
+        time.sleep(0.01)
+    stop.set()
+    thread.join(timeout=10)
+    result.unfinished = sum(len(q) for q in pending.values())
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu_model": model, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+# --- pipeline ----------------------------------------------------------------------------
+
+@dataclass
+class PipelineOptions:
+    model: Path
+    json_out: Path
+    streams: int = 8
+    seconds: float = 30.0
+    backend: Backend = "auto"
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    profile: Path | None = None  # py-spy flame graph of the worker at saturation
+    workload: Workload = field(default_factory=Workload)
+    log_dir: Path | None = None
+    progress: Callable[[str], None] = print
+
+
+def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
+    """The bench's settings for the worker process, passed the way operators pass them."""
+    return {
+        "FRAMEWATCH_BATCH__MAX_BATCH": str(settings.batch.max_batch),
+        "FRAMEWATCH_BATCH__MAX_DELAY_MS": str(settings.batch.max_delay_ms),
+        "FRAMEWATCH_DECODE__WORKERS": str(settings.decode.workers),
+        "FRAMEWATCH_BACKEND": settings.backend,
+        "FRAMEWATCH_INTRA_OP_THREADS": str(settings.intra_op_threads),
+        "FRAMEWATCH_LOG_LEVEL": "warning",
+    }
+
+
+def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> dict[str, Any]:
+    from framewatch.services import running_services
+    from worker.naive import run_naive_worker
+
+    say = options.progress
+    w = options.workload
+    engine = load(options.model, options.backend, intra_op_threads=settings.intra_op_threads)
+    request = decode_request_factory(settings, engine)
+    say(f"encoding {w.distinct_segments} distinct {w.width}×{w.height} {w.fps:g} fps segments of {w.segment_seconds:g} s")
+    segments = make_segments(w, request)
+    per_segment = statistics.mean(s.sampled for s in segments)
+    segment_ms = round(w.segment_seconds * 1000)
+    bitrate = statistics.mean(len(s.payload) for s in segments) * 8 / w.segment_seconds / 1e6
+
+    say(f"decode pool alone ({settings.decode.workers} processes, {options.seconds / 3:.0f} s)")
+    decode = measure_decode(segments, request, settings.decode.workers, options.seconds / 3)
+    sizes = sorted({b for b in options.batch_sizes if b <= settings.batch.max_batch} | {settings.batch.max_batch})
+    say(f"engine alone, batch sizes {sizes}")
+    by_batch = measure_infer(engine, sizes, seconds_each=max(1.0, options.seconds / 15))
+    infer_fps = by_batch[settings.batch.max_batch]
+    bound = 1.0 / (1.0 / decode["decode_fps"] + 1.0 / infer_fps)
+
+    log_dir = options.log_dir or options.json_out.parent / f"{options.json_out.stem}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with running_services() as services:
+        lane = Lane(services.kafka_bootstrap, services.redis_url, partitions=max(options.streams, 1), name=uuid.uuid4().hex[:8])
+        lane.create_topics()
+        client = redis.Redis.from_url(services.redis_url)
+        producer = KafkaProducer(bootstrap_servers=lane.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
+        backlog_streams = [f"bench-{i}" for i in range(options.streams)]
+        count = max(options.streams * 2, math.ceil(bound * options.seconds / max(per_segment, 1)))
+        say(f"backlog: {count} segments over {options.streams} streams")
+        total = produce_backlog(producer, lane, segments, backlog_streams, count, segment_ms)
+        worker = WorkerProcess(lane, options.model, log_dir / "worker.log", extra_env=worker_env(settings))
+        profiler: subprocess.Popen[bytes] | None = None
+        try:
+            say(f"worker at saturation ({total} frames)")
+            profilers: list[subprocess.Popen[bytes] | None] = []
+
+            def profile() -> None:
+                if options.profile is not None:
+                    profilers.append(start_profiler(worker.process.pid, options.profile, options.seconds / 2))
+
+            timeline = watch_until(client, lane, backlog_streams, total, worker.process.pid, options.seconds * 20 + 60, profile)
+            profiler = profilers[0] if profilers else None
+            e2e_fps = timeline.rate_between(total)
+            scored = timeline.points[-1][1] if timeline.points else 0
+            wait_committed(lane, timeout_s=30)
+            half_rate = 0.5 * e2e_fps / max(per_segment, 1)
+            say(f"latency at half load ({half_rate:.2f} segments/s for {options.seconds:.0f} s)")
+            paced = run_paced(producer, client, lane, segments, [f"latency-{i}" for i in range(options.streams)], max(half_rate, 0.1),
+                              options.seconds, worker.process.pid, segment_ms)
+            rss_peak = max([*timeline.rss_mb, *(r for _, r, _ in paced.rss)], default=0.0)
+            decoders_peak = max([*timeline.decoders_rss_mb, *(c for _, _, c in paced.rss)], default=0.0)
+        finally:
+            if profiler is not None:
+                profiler.wait(timeout=options.seconds + 60)
+            exit_code = worker.stop()
+        say(f"naive worker on the same backlog ({options.seconds:.0f} s)")
+        naive = run_naive_worker(engine, lane.bootstrap, lane.topic, f"naive-{lane.name}", services.redis_url, f"naive{lane.name}",
+                                 options.seconds, settings.decode.sample_fps, {"session_timeout_ms": 6000, "max_poll_interval_ms": 60000})
+        producer.close()
+        client.close()
+
+    goal_latency = 2 * (segment_ms + settings.batch.max_delay_ms)
+    result: dict[str, Any] = {
+        "decode_fps": round(decode["decode_fps"], 2),
+        "infer_fps": round(infer_fps, 2),
+        "e2e_fps": round(e2e_fps, 2),
+        "naive_fps": round(naive.frames_per_second, 2),
+        "p50_latency_ms": round(percentile(paced.latencies_ms, 50), 1),
+        "p99_latency_ms": round(percentile(paced.latencies_ms, 99), 1),
+        "rss_mb": round(rss_peak, 1),
+        "machine": machine(),
+        "backend": engine.backend,
+        "model": {"name": engine.name, "path": str(options.model), "input_size": list(engine.input_size)},
+        "batch": {"max_batch": settings.batch.max_batch, "max_delay_ms": settings.batch.max_delay_ms,
+                  "decode_workers": settings.decode.workers, "sample_fps": settings.decode.sample_fps},
+        "workload": {**asdict(w), "streams": options.streams, "bitrate_mbps": round(bitrate, 2), "sampled_frames_per_segment": per_segment,
+                     "backlog_segments": count, "backlog_frames": total, "scored_frames": scored},
+        "derived": {
+            "decoded_fps": round(decode["decoded_fps"], 1),
+            "two_stage_bound_fps": round(bound, 2),
+            "e2e_over_bound": round(e2e_fps / bound, 3) if bound else None,
+            "e2e_over_naive": round(e2e_fps / naive.frames_per_second, 2) if naive.frames_per_second else None,
+            "latency_goal_ms": goal_latency,
+            "latency_samples": len(paced.latencies_ms),
+            "latency_unfinished": paced.unfinished,
+            "decoders_rss_mb": round(decoders_peak, 1),
+            "naive_frames": naive.frames,
+            "worker_exit_code": exit_code,
+        },
+        "goals": {
+            "e2e_at_least_0.85_of_bound": bool(e2e_fps >= 0.85 * bound),
+            "e2e_at_least_8x_naive": bool(naive.frames_per_second and e2e_fps >= 8 * naive.frames_per_second),
+            "p99_within_2x_segment_plus_delay": bool(paced.latencies_ms and percentile(paced.latencies_ms, 99) <= goal_latency),
+        },
+        "throughput_by_batch": {str(b): round(v, 1) for b, v in by_batch.items()},
+    }
+    options.json_out.parent.mkdir(parents=True, exist_ok=True)
+    options.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    plot_pipeline(result, options.json_out.with_suffix(".png"))
+    return result
+
+
+def wait_committed(lane: Lane, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    ends = end_offsets(lane)
+    while time.monotonic() < deadline:
+        if committed_offsets(lane) == ends:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def start_profiler(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy on the worker and its decode processes; None (and a note) when py-spy is missing."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "py-spy"  # a virtual environment that is not activated
+    exe = str(beside) if beside.exists() else shutil.which("py-spy")
+    if exe is None:
+        print("py-spy is not installed (pip install py-spy): no profile")
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "speedscope" if out.suffix == ".json" else "flamegraph"
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--duration", str(max(5, int(seconds))), "--rate", "200",
+                             "--format", fmt, "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def plot_pipeline(result: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [int(b) for b in result["throughput_by_batch"]]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(sizes, list(result["throughput_by_batch"].values()), marker="o", label="engine alone (infer)")
+    for key, style in (("decode_fps", "--"), ("e2e_fps", "-"), ("naive_fps", ":")):
+        ax.axhline(result[key], linestyle=style, color={"decode_fps": "tab:orange", "e2e_fps": "tab:green", "naive_fps": "tab:red"}[key],
+                   label=f"{key} {result[key]:.1f}")
+    ax.axhline(result["derived"]["two_stage_bound_fps"], linestyle="-.", color="grey", label=f"two-stage bound {result['derived']['two_stage_bound_fps']:.1f}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("frames per second")
+    ax.set_title(f"{result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+# --- soak --------------------------------------------------------------------------------
+
+@dataclass
+class SoakOptions:
+    model: Path
+    json_out: Path
+    minutes: float = 20.0
+    load_fraction: float = 0.7
+    saturated_fps: float | None = None  # measured first when not given
+    streams: int = 8
+    warmup_minutes: float = 2.0
+    backend: Backend = "auto"
+    workload: Workload = field(default_factory=Workload)
+    progress: Callable[[str], None] = print
+
+
+def bench_soak(options: SoakOptions, settings: FrameWatchSettings) -> dict[str, Any]:
+    from framewatch.services import running_services
+
+    say = options.progress
+    w = options.workload
+    engine = load(options.model, options.backend, intra_op_threads=settings.intra_op_threads)
+    request = decode_request_factory(settings, engine)
+    segments = make_segments(w, request)
+    per_segment = statistics.mean(s.sampled for s in segments)
+    segment_ms = round(w.segment_seconds * 1000)
+    del engine  # the worker process loads its own
+    log_dir = options.json_out.parent / f"{options.json_out.stem}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with running_services() as services:
+        lane = Lane(services.kafka_bootstrap, services.redis_url, partitions=options.streams)
+        lane.create_topics()
+        client = redis.Redis.from_url(services.redis_url)
+        producer = KafkaProducer(bootstrap_servers=lane.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
+        worker = WorkerProcess(lane, options.model, log_dir / "worker.log", extra_env=worker_env(settings))
+        try:
+            saturated = options.saturated_fps
+            if saturated is None:
+                streams = [f"saturate-{i}" for i in range(options.streams)]
+                count = max(4 * options.streams, 40)
+                say(f"measuring the saturated rate on a backlog of {count} segments")
+                total = produce_backlog(producer, lane, segments, streams, count, segment_ms)
+                saturated = watch_until(client, lane, streams, total, worker.process.pid, timeout_s=600).rate_between(total)
+            rate = options.load_fraction * saturated / max(per_segment, 1)
+            say(f"soak: {options.minutes:g} min at {options.load_fraction:.0%} of {saturated:.1f} frames/s ({rate:.2f} segments/s)")
+            started = time.monotonic()
+            minutes_said = [0]
+
+            def tick(now: float) -> None:
+                minute = int((now - started) // 60)
+                if minute > minutes_said[0]:
+                    minutes_said[0] = minute
+                    rss, children = process_memory(worker.process.pid)
+                    say(f"  {minute} min: worker RSS {rss:.0f} MiB, decode processes {children:.0f} MiB")
+
+            paced = run_paced(producer, client, lane, segments, [f"soak-{i}" for i in range(options.streams)], rate, options.minutes * 60,
+                              worker.process.pid, segment_ms, on_tick=tick, memory_every_s=10.0)
+        finally:
+            exit_code = worker.stop()
+            producer.close()
+            client.close()
+    return soak_report(options, settings, paced, started, saturated, rate, per_segment, exit_code)
+
+
+def soak_report(options: SoakOptions, settings: FrameWatchSettings, paced: PacedResult, started: float, saturated: float,
+                rate: float, per_segment: float, exit_code: int) -> dict[str, Any]:
+    minute_rows = []
+    for minute in range(math.ceil(options.minutes)):
+        lo, hi = started + minute * 60, started + (minute + 1) * 60
+        lat = [lt for lt, t in zip(paced.latencies_ms, paced.produced_at, strict=True) if lo <= t < hi]
+        rss = [(r, c) for t, r, c in paced.rss if lo <= t < hi]
+        minute_rows.append({"minute": minute + 1, "segments": len(lat), "p50_latency_ms": round(percentile(lat, 50), 1),
+                            "p99_latency_ms": round(percentile(lat, 99), 1),
+                            "rss_mb": round(max((r for r, _ in rss), default=0.0), 1),
+                            "decoders_rss_mb": round(max((c for _, c in rss), default=0.0), 1)})
+    warm = [r for t, r, _ in paced.rss if t - started >= options.warmup_minutes * 60]
+    after_warmup = warm[0] if warm else float("nan")
+    final = warm[-1] if warm else float("nan")
+    growth = (final - after_warmup) / after_warmup if warm else float("nan")
+    result: dict[str, Any] = {
+        "minutes": options.minutes,
+        "load_fraction": options.load_fraction,
+        "saturated_fps": round(saturated, 2),
+        "segments_per_second": round(rate, 3),
+        "frames_per_second": round(rate * per_segment, 2),
+        "p50_latency_ms": round(percentile(paced.latencies_ms, 50), 1),
+        "p99_latency_ms": round(percentile(paced.latencies_ms, 99), 1),
+        "segments_timed": len(paced.latencies_ms),
+        "segments_unfinished": paced.unfinished,
+        "rss_mb_after_warmup": round(after_warmup, 1),
+        "rss_mb_final": round(final, 1),
+        "rss_growth_after_warmup": round(growth, 4),
+        "goal_rss_growth_below_10_percent": bool(growth < 0.10),
+        "warmup_minutes": options.warmup_minutes,
+        "per_minute": minute_rows,
+        "rss_series": [{"t_s": round(t - started, 1), "rss_mb": round(r, 1), "decoders_rss_mb": round(c, 1)} for t, r, c in paced.rss],
+        "machine": machine(),
+        "batch": {"max_batch": settings.batch.max_batch, "max_delay_ms": settings.batch.max_delay_ms, "decode_workers": settings.decode.workers},
+        "workload": {**asdict(options.workload), "streams": options.streams},
+        "worker_exit_code": exit_code,
+    }
+    options.json_out.parent.mkdir(parents=True, exist_ok=True)
+    options.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    plot_soak(result, options.json_out.with_suffix(".png"))
+    return result
+
+
+def plot_soak(result: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    series = result["rss_series"]
+    top.plot([p["t_s"] / 60 for p in series], [p["rss_mb"] for p in series], label="worker RSS")
+    top.plot([p["t_s"] / 60 for p in series], [p["decoders_rss_mb"] for p in series], label="decode processes RSS")
+    top.axvline(result["warmup_minutes"], color="grey", linestyle=":", label="end of warm-up")
+    top.set_ylabel("MiB")
+    top.legend(fontsize=8)
+    rows = result["per_minute"]
+    bottom.plot([r["minute"] - 0.5 for r in rows], [r["p50_latency_ms"] for r in rows], marker="o", label="p50")
+    bottom.plot([r["minute"] - 0.5 for r in rows], [r["p99_latency_ms"] for r in rows], marker="o", label="p99")
+    bottom.set_ylabel("latency, ms")
+    bottom.set_xlabel("minutes")
+    bottom.legend(fontsize=8)
+    fig.suptitle(f"soak at {result['load_fraction']:.0%} of saturation: RSS growth after warm-up {result['rss_growth_after_warmup']:+.1%}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
