@@ -102,6 +102,8 @@ class DecodeSettings(_Section):
     max_frames: int = Field(3_000, ge=1, description="Decoded frames per message before it is rejected.")
     max_pixels: int = Field(4096 * 2304, ge=64, description="Width x height limit of one frame.")
     max_decode_seconds: float = Field(20.0, gt=0)
+    strict: bool = Field(True, description="Reject a message when FFmpeg reports any decoding error (it conceals damage otherwise).")
+    max_memory_mb: int = Field(2048, ge=0, description="Address-space cap of each decode process (RLIMIT_AS); 0 = none.")
 
 
 class BatchSettings(_Section):

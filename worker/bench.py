@@ -202,7 +202,8 @@ def produce_backlog(producer: KafkaProducer, lane: Lane, segments: list[BenchSeg
         seg = segments[index % len(segments)]
         stream = streams[index % len(streams)]
         start_ms = (index // len(streams)) * segment_ms
-        headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(time.time() * 1000))
+        headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(time.time() * 1000),
+                                              segment_duration_ms=segment_ms)
         producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)
         frames += seg.sampled
     producer.flush()
@@ -260,7 +261,8 @@ def run_paced(producer: KafkaProducer, client: redis.Redis, lane: Lane, segments
             stream = streams[index % len(streams)]
             start_ms = (index // len(streams)) * segment_ms
             wall = time.time()
-            headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(wall * 1000))
+            headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(wall * 1000),
+                                              segment_duration_ms=segment_ms)
             with lock:
                 pending[stream].append((start_ms + seg.sampled_offsets_ms[-1], wall, time.monotonic()))
             producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)

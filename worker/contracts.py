@@ -19,6 +19,9 @@ HEADER_CONTENT_TYPE = "content-type"
 HEADER_STREAM_ID = "stream-id"
 HEADER_SEGMENT_START_MS = "segment-start-ms"
 HEADER_CAPTURED_AT_MS = "captured-at-ms"
+# Declared length of the segment in stream time; when present, a segment that decodes shorter
+# is rejected as truncated (MPEG-TS and WebM cut short otherwise decode "fine", just shorter).
+HEADER_SEGMENT_DURATION_MS = "segment-duration-ms"
 # Set by `framewatch produce`, read by benchmarks for end-to-end latency; optional.
 HEADER_PRODUCED_AT_MS = "produced-at-ms"
 
@@ -63,6 +66,9 @@ class SegmentMessage:
     segment_start_ms: int | None
     captured_at_ms: int | None
     produced_at_ms: int | None
+    segment_duration_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()  # as received: dead-letter copies carry them unchanged
+    key: bytes | None = None  # as received
 
 
 def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
@@ -99,7 +105,8 @@ def parse_message(
     headers: Iterable[tuple[str, bytes | None]] | None, max_bytes: int,
 ) -> SegmentMessage:
     """Validate a raw Kafka record against the input contract (no decoding yet)."""
-    hdrs = header_map(headers)
+    raw_headers = tuple((k, v or b"") for k, v in (headers or []))
+    hdrs = header_map(raw_headers)
     stream_id = _stream_id(hdrs.get(HEADER_STREAM_ID) or key)
     payload = value or b""
     if not payload:
@@ -118,12 +125,14 @@ def parse_message(
         segment_start_ms=_int_header(hdrs, HEADER_SEGMENT_START_MS),
         captured_at_ms=_int_header(hdrs, HEADER_CAPTURED_AT_MS),
         produced_at_ms=_int_header(hdrs, HEADER_PRODUCED_AT_MS),
+        segment_duration_ms=_int_header(hdrs, HEADER_SEGMENT_DURATION_MS),
+        headers=raw_headers, key=key,
     )
 
 
 def segment_headers(
     content_type: str, segment_start_ms: int | None = None, captured_at_ms: int | None = None,
-    produced_at_ms: int | None = None, stream_id: str | None = None,
+    produced_at_ms: int | None = None, stream_id: str | None = None, segment_duration_ms: int | None = None,
 ) -> list[tuple[str, bytes]]:
     """Headers a producer attaches to one segment."""
     headers = [(HEADER_CONTENT_TYPE, content_type.encode())]
@@ -131,6 +140,7 @@ def segment_headers(
         (HEADER_SEGMENT_START_MS, segment_start_ms),
         (HEADER_CAPTURED_AT_MS, captured_at_ms),
         (HEADER_PRODUCED_AT_MS, produced_at_ms),
+        (HEADER_SEGMENT_DURATION_MS, segment_duration_ms),
     ):
         if number is not None:
             headers.append((name, str(int(number)).encode()))

@@ -10,6 +10,15 @@ interpolation, bilinear by default, as training resizes with PIL. The two biline
 close, not identical: on a 128→64 px synthetic frame the mean absolute difference was 0.66 of
 255 (max 8), where swscale's AREA filter differed by 1.45.
 
+Hostile input is expected. Before FFmpeg sees the bytes, MPEG-TS framing and the declared size
+of still images (PNG, JPEG, WebP headers) are checked, so a 100 000 × 100 000 PNG is refused
+without allocating anything. FFmpeg may only use the demuxers of the contract (no playlist or
+concat demuxer that would open other files or URLs) and no protocol at all. In strict mode (the
+default) any error FFmpeg reports while decoding rejects the message, because FFmpeg conceals
+damage and keeps going; with ``segment-duration-ms`` a segment that decodes shorter than it
+declares is rejected as truncated. Decode processes can also be capped in memory
+(``decode.max_memory_mb``, set by the worker), which turns a decompression bomb into an error.
+
 Sampling is on a grid of stream time: with ``sample_fps`` = 1 the first frame at or after
 every whole second is scored. A grid cell belongs to the segment in which its start lies
 (``segment-start-ms``), so consecutive segments decoded in parallel never score the same
@@ -19,16 +28,22 @@ second twice and never skip one.
 from __future__ import annotations
 
 import io
+import struct
 import time
 from dataclasses import dataclass, field
 
 import av
 import av.error
+import av.logging
 import numpy as np
 
 from worker.contracts import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 
 INTERPOLATION = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "POINT"}
+# The demuxers the contract needs, by FFmpeg name; nothing else may probe the bytes.
+ALLOWED_DEMUXERS = "mpegts,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,flv,png_pipe,jpeg_pipe,webp_pipe"
+TS_PACKET = 188
+TS_SYNC = 0x47
 
 
 class DecodeError(Exception):
@@ -59,6 +74,8 @@ class DecodeRequest:
     segment_start_ms: int | None = None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     hwaccel: str | None = None
+    segment_duration_ms: int | None = None
+    strict: bool = True
 
 
 @dataclass
@@ -87,7 +104,7 @@ def _format_for(content_type: str | None) -> str | None:
 
 def _open(request: DecodeRequest) -> av.container.InputContainer:
     fmt = _format_for(request.content_type)
-    options = {"probesize": "5000000", "analyzeduration": "5000000"}
+    options = {"probesize": "5000000", "analyzeduration": "5000000", "format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "none"}
     try:
         return av.open(io.BytesIO(request.payload), mode="r", format=fmt, options=options)
     except av.error.FFmpegError as exc:
@@ -96,13 +113,82 @@ def _open(request: DecodeRequest) -> av.container.InputContainer:
         raise DecodeError("not-media", f"cannot open: {exc}") from None
 
 
+def image_dimensions(payload: bytes, content_type: str | None) -> tuple[int, int] | None:
+    """(width, height) declared by a PNG, JPEG or WebP header, read without decoding; None if unknown."""
+    kind = IMAGE_CONTENT_TYPES.get(content_type or "")
+    try:
+        if kind == "png" or payload.startswith(b"\x89PNG\r\n\x1a\n"):
+            if payload[12:16] == b"IHDR":
+                width, height = struct.unpack(">II", payload[16:24])
+                return width, height
+        elif kind == "jpeg" or payload.startswith(b"\xff\xd8"):
+            return _jpeg_dimensions(payload)
+        elif kind == "webp" or (payload[:4] == b"RIFF" and payload[8:12] == b"WEBP"):
+            chunk = payload[12:16]
+            if chunk == b"VP8X":
+                return 1 + int.from_bytes(payload[24:27], "little"), 1 + int.from_bytes(payload[27:30], "little")
+            if chunk == b"VP8L" and payload[20] == 0x2F:
+                bits = int.from_bytes(payload[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            if chunk == b"VP8 " and payload[23:26] == b"\x9d\x01\x2a":
+                width, height = struct.unpack("<HH", payload[26:30])
+                return width & 0x3FFF, height & 0x3FFF
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _jpeg_dimensions(payload: bytes) -> tuple[int, int] | None:
+    position = 2
+    while position + 9 < len(payload):
+        if payload[position] != 0xFF:
+            return None
+        marker = payload[position + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            position += 2
+            continue
+        length = int.from_bytes(payload[position + 2 : position + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", payload[position + 5 : position + 9])
+            return width, height
+        position += 2 + length
+    return None
+
+
+def precheck(request: DecodeRequest) -> None:
+    """Refuse what can be judged from the bytes alone, before FFmpeg allocates anything."""
+    payload = request.payload
+    if request.content_type == "video/mp2t":
+        if payload[:1] != bytes([TS_SYNC]):
+            raise DecodeError("not-media", "not MPEG-TS: the first byte is not the 0x47 sync byte")
+        if len(payload) % TS_PACKET:
+            raise DecodeError("truncated", f"MPEG-TS of {len(payload)} bytes is not a whole number of {TS_PACKET}-byte packets")
+        if payload[::TS_PACKET].count(TS_SYNC) != len(payload) // TS_PACKET:
+            raise DecodeError("decode-error", "MPEG-TS packets without their sync byte: the segment is corrupt")
+    if request.content_type in IMAGE_CONTENT_TYPES or request.content_type is None:
+        size = image_dimensions(payload, request.content_type)
+        if size is not None and size[0] * size[1] > request.limits.max_pixels:
+            raise DecodeError("frame-too-large", f"image declares {size[0]}×{size[1]}, over max_pixels {request.limits.max_pixels}")
+
+
 def decode_segment(request: DecodeRequest) -> DecodeResult:
     started = time.monotonic()
     limits = request.limits
-    try:
-        container = _open(request)
-    except DecodeError:
-        raise
+    precheck(request)
+    # FFmpeg reports damage through its log and conceals it; strict mode listens. Repeats are not
+    # coalesced, or an error would be held back and reported with the next message.
+    av.logging.set_level(av.logging.WARNING)
+    av.logging.set_skip_repeated(False)
+    with av.logging.Capture(local=False) as ffmpeg_errors:
+        result = _decode_segment(request, started, limits)
+    errors = [f"{name}: {message.strip()}" for level, name, message in ffmpeg_errors if level <= av.logging.ERROR]
+    if errors and request.strict:
+        raise DecodeError("decode-error", f"FFmpeg reported {len(errors)} error(s), first: {errors[0]}")
+    return result
+
+
+def _decode_segment(request: DecodeRequest, started: float, limits: DecodeLimits) -> DecodeResult:
+    container = _open(request)
     try:
         if not container.streams.video:
             raise DecodeError("not-media", "no video stream in the container")
@@ -176,4 +262,9 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
             frames.append(SampledFrame(pts_ms, rgb.to_ndarray()))
     if decoded == 0:
         raise DecodeError("decode-error", "no frame could be decoded")
+    if request.segment_duration_ms is not None and not is_image and first_time is not None:
+        frame_ms = 1000.0 / float(stream.average_rate or 25)
+        covered_ms = (seconds - first_time) * 1000 + frame_ms
+        if covered_ms < request.segment_duration_ms - frame_ms - 1:
+            raise DecodeError("truncated", f"decoded {covered_ms:.0f} ms of a segment declaring {request.segment_duration_ms} ms")
     return DecodeResult(frames, decoded, time.monotonic() - started, width, height)

@@ -34,6 +34,7 @@ class Segment:
     payload: bytes
     content_type: str
     frames: int
+    duration_ms: int | None = None
 
 
 def encode_segment(frames: list[np.ndarray], fps: float, fmt: str = "mpegts", crf: int = 28) -> tuple[bytes, str]:
@@ -100,11 +101,13 @@ def cut_segments(frames: Iterable[tuple[float, np.ndarray]], fps: float, segment
     for t, pixels in frames:
         if t >= boundary and pending:
             payload, content_type = encode_segment(pending, fps, fmt)
-            yield Segment(index, start_ms + round(index * segment_seconds * 1000), payload, content_type, len(pending))
+            yield Segment(index, start_ms + round(index * segment_seconds * 1000), payload, content_type, len(pending),
+                          round(len(pending) / fps * 1000))
             index += 1
             pending = []
             boundary += segment_seconds
         pending.append(pixels)
     if pending:
         payload, content_type = encode_segment(pending, fps, fmt)
-        yield Segment(index, start_ms + round(index * segment_seconds * 1000), payload, content_type, len(pending))
+        yield Segment(index, start_ms + round(index * segment_seconds * 1000), payload, content_type, len(pending),
+                      round(len(pending) / fps * 1000))

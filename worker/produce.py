@@ -22,7 +22,8 @@ def publish_segments(producer: KafkaProducer, topic: str, stream_id: str, segmen
             due = started + (sent + 1) * segment_seconds
             time.sleep(max(0.0, due - time.monotonic()))
         now_ms = int(time.time() * 1000)
-        headers = segment_headers(segment.content_type, segment_start_ms=segment.start_ms, captured_at_ms=now_ms, produced_at_ms=now_ms)
+        headers = segment_headers(segment.content_type, segment_start_ms=segment.start_ms, captured_at_ms=now_ms, produced_at_ms=now_ms,
+                                  segment_duration_ms=segment.duration_ms)
         producer.send(topic, key=stream_id.encode(), value=segment.payload, headers=headers)
         sent += 1
         if callable(on_sent):

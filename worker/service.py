@@ -247,11 +247,12 @@ class Worker:
             payload=message.payload, content_type=message.content_type, width=self.engine.input_size[1],
             height=self.engine.input_size[0], interpolation=self._interpolation, sample_fps=d.sample_fps,
             keyframes_only=d.keyframes_only, segment_start_ms=message.segment_start_ms, limits=self.limits, hwaccel=d.hwaccel,
+            segment_duration_ms=message.segment_duration_ms, strict=d.strict,
         )
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.settings.decode.workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_decoder_process_init)
+                                      initializer=_decoder_process_init, initargs=(self.settings.decode.max_memory_mb,))
 
     def _pump_decodes(self) -> None:
         """Hand decoded messages to the batcher in offset order per partition."""
@@ -305,8 +306,7 @@ class Worker:
         self._send_dlq(record.key, record.value, record.headers, tp.topic, tp.partition, record.offset, error_type, error)
 
     def _dead_letter_message(self, msg: contracts.SegmentMessage, error_type: str, error: str) -> None:
-        headers = contracts.segment_headers(msg.content_type or "", msg.segment_start_ms, msg.captured_at_ms, msg.produced_at_ms) if msg.content_type else []
-        self._send_dlq(msg.stream_id.encode(), msg.payload, headers, msg.topic, msg.partition, msg.offset, error_type, error)
+        self._send_dlq(msg.key, msg.payload, msg.headers, msg.topic, msg.partition, msg.offset, error_type, error)
 
     def _send_dlq(self, key: bytes | None, value: bytes | None, headers: Any, topic: str, partition: int, offset: int,
                   error_type: str, error: str) -> None:
@@ -530,11 +530,18 @@ class Worker:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
 
-def _decoder_process_init() -> None:
+def _decoder_process_init(max_memory_mb: int = 0) -> None:
     # Ctrl-C and SIGTERM reach the whole process group; decoders must outlive them so the parent
     # can drain, and the parent shuts them down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if max_memory_mb:
+        import resource
+
+        # A decompression bomb then fails its allocation (an FFmpeg error or MemoryError, hence a
+        # dead letter) instead of taking the host's memory; a crash is retried once, then quarantined.
+        limit = max_memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def run_worker(settings: FrameWatchSettings) -> int:

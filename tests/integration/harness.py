@@ -39,7 +39,8 @@ def producer(lane: Lane) -> KafkaProducer:
 def send_segment(prod: KafkaProducer, lane: Lane, stream: str, frames: list[np.ndarray], start_ms: int, fmt: str = "mpegts",
                  fps: float = 10.0, with_content_type: bool = True) -> None:
     payload, content_type = encode_segment(frames, fps, fmt)
-    headers = segment_headers(content_type, segment_start_ms=start_ms, produced_at_ms=int(time.time() * 1000))
+    headers = segment_headers(content_type, segment_start_ms=start_ms, produced_at_ms=int(time.time() * 1000),
+                              segment_duration_ms=round(len(frames) / fps * 1000))
     if not with_content_type:
         headers = [h for h in headers if h[0] != "content-type"]
     prod.send(lane.topic, key=stream.encode(), value=payload, headers=headers)
