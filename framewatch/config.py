@@ -28,6 +28,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _secret_from_file(value: SecretStr | None, path: Path | None, name: str) -> SecretStr | None:
+    """A secret given inline or as a file (Docker/Kubernetes secrets); both at once is an error."""
+    if path is None:
+        return value
+    if value is not None:
+        raise ValueError(f"set {name} or {name}_file, not both")
+    try:
+        return SecretStr(path.read_text().rstrip("\r\n"))
+    except OSError as exc:
+        raise ValueError(f"{name}_file={path} cannot be read: {exc.strerror}") from None
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
     topic: str = Field("framewatch.segments", min_length=1)
@@ -47,6 +59,7 @@ class KafkaSettings(_Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(None, description="Read sasl_password from this file.")
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -60,6 +73,7 @@ class KafkaSettings(_Section):
             )
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError(f"security_protocol={self.security_protocol} needs sasl_mechanism")
+        self.sasl_password = _secret_from_file(self.sasl_password, self.sasl_password_file, "sasl_password")
         return self
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -82,15 +96,23 @@ class KafkaSettings(_Section):
 
 
 class RedisSettings(_Section):
-    url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://", description="rediss:// for TLS.")
     username: str | None = None
     password: SecretStr | None = Field(None, description="Overrides a password in the URL; never logged.")
+    password_file: Path | None = Field(None, description="Read password from this file.")
     prefix: str = Field("framewatch", pattern=r"^[A-Za-z0-9_.\-]+$")
     history_maxlen: int = Field(10_000, ge=10, description="Approximate cap of each history stream (MAXLEN ~).")
     alerts_maxlen: int = Field(100_000, ge=10)
     ttl_seconds: int = Field(24 * 3600, ge=60, description="Idle streams' keys expire after this.")
     socket_timeout_s: float = Field(5.0, gt=0)
     ssl_ca_certs: Path | None = None
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _read_secrets(self) -> RedisSettings:
+        self.password = _secret_from_file(self.password, self.password_file, "password")
+        return self
 
 
 class DecodeSettings(_Section):
@@ -126,6 +148,12 @@ class ScoringSettings(_Section):
         return self
 
 
+class FaultSettings(_Section):
+    """Fault injection for the reliability suite (tests/reliability); leave at the defaults."""
+
+    infer_delay_ms: float = Field(0.0, ge=0, description="Sleep before every inference batch: an engine slower than the poll interval.")
+
+
 class FrameWatchSettings(BaseSettings):
     """Everything the worker and the tools read at start-up."""
 
@@ -148,6 +176,7 @@ class FrameWatchSettings(BaseSettings):
     decode: DecodeSettings = DecodeSettings()
     batch: BatchSettings = BatchSettings()
     scoring: ScoringSettings = ScoringSettings()
+    faults: FaultSettings = FaultSettings()
 
     @classmethod
     def settings_customise_sources(

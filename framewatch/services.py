@@ -124,14 +124,15 @@ def start_broker(state_dir: Path, port: int | None = None, host: str = LOOPBACK,
     return ServiceProcess("kafka", process.pid, host, port, str(log_path))
 
 
-def start_redis(state_dir: Path, port: int | None = None, host: str = LOOPBACK, timeout_s: float = 10.0) -> ServiceProcess:
+def start_redis(state_dir: Path, port: int | None = None, host: str = LOOPBACK, timeout_s: float = 10.0,
+                extra_args: tuple[str, ...] = ()) -> ServiceProcess:
     port = port or free_port(host)
     data_dir = state_dir / f"redis-{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "redis.log"
     cmd = [
         redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no",
-        "--dir", str(data_dir), "--protected-mode", "no",
+        "--dir", str(data_dir), "--protected-mode", "no", *extra_args,
     ]
     process = _spawn(cmd, log_path, cwd=data_dir)
     try:

@@ -27,8 +27,10 @@ def connect(settings: RedisSettings) -> redis.Redis:
         kwargs["username"] = settings.username
     if settings.password is not None:
         kwargs["password"] = settings.password.get_secret_value()
-    if settings.ssl_ca_certs is not None:
-        kwargs["ssl_ca_certs"] = str(settings.ssl_ca_certs)
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(settings, name)
+        if value is not None:
+            kwargs[name] = str(value)
     return redis.Redis.from_url(settings.url, **kwargs)
 
 

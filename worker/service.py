@@ -343,6 +343,8 @@ class Worker:
             if not batch:
                 continue
             started = time.monotonic()
+            if self.settings.faults.infer_delay_ms:
+                self.hard_stop.wait(self.settings.faults.infer_delay_ms / 1000)
             probabilities = self.engine.infer(np.stack([item.pixels for item in batch]))
             self.metrics.inference_seconds.observe(time.monotonic() - started)
             self.metrics.batch_size.observe(len(batch))
@@ -441,7 +443,7 @@ class Worker:
         self.offsets.acknowledge(ready)
         self.metrics.commits.inc()
         for (topic, partition), offset in ready.items():
-            log.debug("committed", topic=topic, partition=partition, offset=offset)
+            log.debug("committed" if wait else "commit sent", topic=topic, partition=partition, offset=offset)
 
     def _backpressure(self) -> None:
         assert self.consumer is not None
@@ -459,10 +461,32 @@ class Worker:
             self.metrics.paused.set(0)
             log.info("backpressure: partitions resumed")
         assigned = len(self.consumer.assignment())
-        ready = assigned > 0 and self.redis_ok
+        broker_ok = self._broker_connected()
+        ready = assigned > 0 and self.redis_ok and broker_ok
         self.health.ready = ready
-        self.health.reason = "ok" if ready else ("no partitions assigned" if assigned == 0 else "Redis writes failing")
+        self.health.reason = ("ok" if ready else "broker unreachable" if not broker_ok else
+                              "no partitions assigned" if assigned == 0 else "Redis writes failing")
         self.metrics.ready.set(int(ready))
+
+    _broker_checked_at = 0.0
+    _broker_ok = True
+
+    def _broker_connected(self) -> bool:
+        """Whether the consumer holds any broker connection; kafka-python keeps the assignment through
+        an outage, so the assignment alone would report ready with no broker. Read once a second."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        if now - self._broker_checked_at >= 1.0:
+            self._broker_checked_at = now
+            metrics: Any = self.consumer.metrics()
+            connections = metrics.get("consumer-metrics", {}).get("connection-count")
+            ok = connections is None or connections > 0
+            if ok and not self._broker_ok:
+                log.info("broker connection back")
+            elif not ok and self._broker_ok:
+                log.warning("broker connection lost, retrying")
+            self._broker_ok = ok
+        return self._broker_ok
 
     def _pause_all(self) -> None:
         assert self.consumer is not None
