@@ -275,7 +275,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Fr
             loc = tuple(p for p in error["loc"] if p != "__root__")
             field = ".".join(str(p) for p in loc) or "(settings)"
             value = error.get("input")
-            shown = "***" if any("password" in str(p) for p in loc) else repr(value)
+            shown = "***" if any("password" in str(p) for p in loc) else repr(mask_url(value) if isinstance(value, str) else value)
             where = _source_of(loc, flags, file_data, path)
             if error["type"] == "value_error":
                 problems.append(f"  {field}: {error['msg'].removeprefix('Value error, ')} (from {where})")
@@ -288,4 +288,19 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Fr
 
 def redacted(settings: FrameWatchSettings) -> dict[str, Any]:
     """The settings as plain data with every secret masked, for logs and `config show`."""
-    return settings.model_dump(mode="json")
+    data = settings.model_dump(mode="json")
+    data["redis"]["url"] = mask_url(settings.redis.url)
+    return data
+
+
+def mask_url(url: str) -> str:
+    """A URL with the password of its user-info replaced (redis://user:secret@host → redis://user:***@host)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -194,6 +194,8 @@ def _decode_segment(request: DecodeRequest, started: float, limits: DecodeLimits
             raise DecodeError("not-media", "no video stream in the container")
         stream = container.streams.video[0]
         ctx = stream.codec_context
+        if ctx is None:  # found by tests/reliability/test_fuzz_decode.py: a damaged mp4 track without a codec
+            raise DecodeError("not-media", "the video stream has no codec FFmpeg can open")
         if ctx.width and ctx.height and ctx.width * ctx.height > limits.max_pixels:
             raise DecodeError("frame-too-large", f"declared {ctx.width}×{ctx.height} exceeds max_pixels {limits.max_pixels}")
         if request.keyframes_only:
