@@ -36,8 +36,9 @@ test: install
 test-slow: install
 	$(TEST_ENV) $(BIN)/pytest -m "slow" $(PYTEST_ARGS)
 
+# The full reliability suite (five kills, 5000 fuzz cases); `make test` runs it reduced.
 test-reliability: install
-	$(TEST_ENV) $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+	$(TEST_ENV) FRAMEWATCH_RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/framewatch demo

@@ -66,14 +66,14 @@ def test_random_sigkills_in_a_group_of_three_lose_nothing(lane: Lane, exported_m
     workers = [WorkerProcess(lane, exported_model, tmp_path / f"w{i}.log", **THROTTLE) for i in range(3)]
     started = len(workers)
     total = len(streams) * len(expected)
+    scored_at_kills: list[int] = []
     try:
         wait_for(lambda: sum(len(history_pts(client, lane, s)) for s in streams) > 0, 120, "first scores", interval=0.05)
-        for kill in range(kills):
+        for _ in range(kills):
             time.sleep(rng.uniform(0.5, 3.0))
             victim = workers.pop(rng.randrange(len(workers)))
             victim.stop(signal.SIGKILL)
-            scored = sum(len(set(history_pts(client, lane, s))) for s in streams)
-            print(f"kill {kill + 1}: {scored}/{total} frames scored")
+            scored_at_kills.append(sum(len(set(history_pts(client, lane, s))) for s in streams))
             workers.append(WorkerProcess(lane, exported_model, tmp_path / f"w{started}.log", **THROTTLE))
             started += 1
         wait_for(lambda: all(set(history_pts(client, lane, s)) >= set(expected) for s in streams), 240, "every frame scored")
@@ -82,7 +82,9 @@ def test_random_sigkills_in_a_group_of_three_lose_nothing(lane: Lane, exported_m
         for worker in workers:
             worker.stop()
     duplicates = check_streams(client, lane, streams, expected)
-    report("sigkill_group_of_three", kills=kills, segments=len(streams) * len(expected) // 2, frames=total, duplicate_frames=duplicates)
+    report("sigkill_group_of_three", kills=kills, segments=len(streams) * len(expected) // 2, frames=total, duplicate_frames=duplicates,
+           frames_scored_at_each_kill=scored_at_kills)
+    assert scored_at_kills[0] < total, "every frame was scored before the first kill: nothing was tested"
 
 
 def test_rebalance_with_batches_in_flight_loses_nothing_and_keeps_order(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
