@@ -60,7 +60,7 @@ def check_streams(client: redis.Redis, lane: Lane, streams: list[str], expected:
 def test_random_sigkills_in_a_group_of_three_lose_nothing(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
     kills = 5 if FULL else 2
     streams = [f"k{i}" for i in range(lane.partitions * 2)]
-    expected = produce_streams(lane, streams, segments=8 if FULL else 5)
+    expected = produce_streams(lane, streams, segments=12 if FULL else 6)
     client = redis.Redis.from_url(lane.redis_url)
     rng = random.Random(20261127)
     workers = [WorkerProcess(lane, exported_model, tmp_path / f"w{i}.log", **THROTTLE) for i in range(3)]
@@ -70,7 +70,10 @@ def test_random_sigkills_in_a_group_of_three_lose_nothing(lane: Lane, exported_m
     try:
         wait_for(lambda: sum(len(history_pts(client, lane, s)) for s in streams) > 0, 120, "first scores", interval=0.05)
         for _ in range(kills):
-            time.sleep(rng.uniform(0.5, 3.0))
+            # Each kill lands while the group is making progress, not only during the last rebalance.
+            before = sum(len(set(history_pts(client, lane, s))) for s in streams)
+            wait_for(lambda: sum(len(set(history_pts(client, lane, s))) for s in streams) > before, 90, "progress", interval=0.05)
+            time.sleep(rng.uniform(0.0, 1.5))
             victim = workers.pop(rng.randrange(len(workers)))
             victim.stop(signal.SIGKILL)
             scored_at_kills.append(sum(len(set(history_pts(client, lane, s))) for s in streams))
