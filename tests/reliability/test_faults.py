@@ -72,7 +72,8 @@ def test_random_sigkills_in_a_group_of_three_lose_nothing(lane: Lane, exported_m
         for _ in range(kills):
             # Each kill lands while the group is making progress, not only during the last rebalance.
             before = sum(len(set(history_pts(client, lane, s))) for s in streams)
-            wait_for(lambda: sum(len(set(history_pts(client, lane, s))) for s in streams) > before, 90, "progress", interval=0.05)
+            wait_for(lambda before=before: sum(len(set(history_pts(client, lane, s))) for s in streams) > before, 90, "progress",
+                     interval=0.05)
             time.sleep(rng.uniform(0.0, 1.5))
             victim = workers.pop(rng.randrange(len(workers)))
             victim.stop(signal.SIGKILL)
