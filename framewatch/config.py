@@ -105,6 +105,7 @@ class RedisSettings(_Section):
     alerts_maxlen: int = Field(100_000, ge=10)
     ttl_seconds: int = Field(24 * 3600, ge=60, description="Idle streams' keys expire after this.")
     socket_timeout_s: float = Field(5.0, gt=0)
+    cluster: bool = Field(False, description="Redis Cluster: cluster client, batches as plain pipelines (no cross-slot MULTI/EXEC).")
     ssl_ca_certs: Path | None = None
     ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = None

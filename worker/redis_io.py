@@ -2,7 +2,9 @@
 
 Writes follow docs/contracts.md through :class:`worker.contracts.RedisKeys`. A batch is one
 MULTI/EXEC transaction on a single Redis node, so a retried batch never half-applies; on Redis
-Cluster (``transactional: false``) the pipeline is plain and a retry may repeat history entries.
+Cluster (``redis.cluster: true``) a batch spans many hash slots, so the pipeline is plain: a
+batch retried after a partial failure may repeat history entries (readers see the same pts
+twice), and the stream hashes converge on the retry.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from worker import contracts as c
 from worker.scoring import FrameScore
 
 
-def connect(settings: RedisSettings) -> redis.Redis:
+def connect(settings: RedisSettings) -> Any:
+    """A client for one node (``redis.Redis``) or, with ``cluster``, for Redis Cluster."""
     kwargs: dict[str, Any] = {"socket_timeout": settings.socket_timeout_s, "socket_connect_timeout": settings.socket_timeout_s,
                               "health_check_interval": 10}
     if settings.username:
@@ -31,6 +34,11 @@ def connect(settings: RedisSettings) -> redis.Redis:
         value = getattr(settings, name)
         if value is not None:
             kwargs[name] = str(value)
+    if settings.cluster:
+        from redis.cluster import RedisCluster
+
+        kwargs.pop("health_check_interval")
+        return RedisCluster.from_url(settings.url, **kwargs)
     return redis.Redis.from_url(settings.url, **kwargs)
 
 

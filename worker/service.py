@@ -128,7 +128,7 @@ class Worker:
         k = s.kafka
         server = serve(self.metrics, self.health, s.metrics_host, s.metrics_port) if s.metrics_port else None
         self.redis = connect(s.redis)
-        self.publisher = Publisher(self.redis, s.redis, self.engine.name)
+        self.publisher = Publisher(self.redis, s.redis, self.engine.name, transactional=not s.redis.cluster)
         self.pool = self._new_pool()
         self.consumer = self._connect_consumer()
         self.producer = KafkaProducer(acks="all", retries=5, linger_ms=0, **k.client_kwargs())

@@ -1,0 +1,40 @@
+"""The worker on Redis Cluster: a one-node Valkey cluster holding all 16384 slots, so every batch
+spans many slots (per-stream hash tags, global alert and ranking keys) as it would on a real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from framewatch.services import DevServices, start_redis, stop_pid
+from tests.integration.harness import Lane, WorkerProcess, clip, producer, send_segment, wait_for
+from worker.redis_io import Scores
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_scores_into_redis_cluster(services: DevServices, exported_model: Path, tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "cluster", extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
+    try:
+        admin = redis.Redis(port=server.port)
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_for(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"), 30, "cluster state ok")
+        lane = Lane(services.kafka_bootstrap, f"redis://127.0.0.1:{server.port}/0")
+        lane.create_topics()
+        prod = producer(lane)
+        streams = [f"cl-{i}" for i in range(4)]
+        for i, stream in enumerate(streams):
+            send_segment(prod, lane, stream, clip(i, violent=i % 2 == 0), 0)
+        prod.close()
+        worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__CLUSTER="true")
+        try:
+            scores = Scores(redis.cluster.RedisCluster(host="127.0.0.1", port=server.port), lane.prefix)
+            wait_for(lambda: len(scores.top(10)) == 4, 90, "every stream ranked")
+            assert all(len(scores.history(s)) == 2 for s in streams)
+        finally:
+            worker.stop()
+        assert "CROSSSLOT" not in worker.logs()
+    finally:
+        stop_pid(server.pid)
