@@ -121,8 +121,9 @@ def make_segments(workload: Workload, request: Callable[[bytes, str, int], Decod
     return out
 
 
-def decode_request_factory(settings: FrameWatchSettings, engine: Engine) -> Callable[[bytes, str, int], DecodeRequest]:
-    """Decode requests exactly as the worker builds them (worker.service.Worker._decode_request)."""
+def decode_request_factory(settings: FrameWatchSettings, engine: Engine, segment_ms: int) -> Callable[[bytes, str, int], DecodeRequest]:
+    """Decode requests exactly as the worker builds them (worker.service.Worker._decode_request) for
+    segments that declare their duration, as the bench's producer does."""
     d = settings.decode
     limits = DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds)
     height, width = engine.input_size
@@ -130,7 +131,8 @@ def decode_request_factory(settings: FrameWatchSettings, engine: Engine) -> Call
     def request(payload: bytes, content_type: str, start_ms: int) -> DecodeRequest:
         return DecodeRequest(payload=payload, content_type=content_type, width=width, height=height,
                              interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps,
-                             keyframes_only=d.keyframes_only, segment_start_ms=start_ms, limits=limits, hwaccel=d.hwaccel)
+                             keyframes_only=d.keyframes_only, segment_start_ms=start_ms, limits=limits, hwaccel=d.hwaccel,
+                             segment_duration_ms=segment_ms, strict=d.strict)
 
     return request
 
@@ -355,7 +357,7 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
     say = options.progress
     w = options.workload
     engine = load(options.model, options.backend, intra_op_threads=settings.intra_op_threads)
-    request = decode_request_factory(settings, engine)
+    request = decode_request_factory(settings, engine, round(w.segment_seconds * 1000))
     say(f"encoding {w.distinct_segments} distinct {w.width}×{w.height} {w.fps:g} fps segments of {w.segment_seconds:g} s")
     segments = make_segments(w, request)
     per_segment = statistics.mean(s.sampled for s in segments)
@@ -525,7 +527,7 @@ def bench_soak(options: SoakOptions, settings: FrameWatchSettings) -> dict[str, 
     say = options.progress
     w = options.workload
     engine = load(options.model, options.backend, intra_op_threads=settings.intra_op_threads)
-    request = decode_request_factory(settings, engine)
+    request = decode_request_factory(settings, engine, round(w.segment_seconds * 1000))
     segments = make_segments(w, request)
     per_segment = statistics.mean(s.sampled for s in segments)
     segment_ms = round(w.segment_seconds * 1000)
