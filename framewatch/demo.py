@@ -57,7 +57,10 @@ def write_videos(folder: Path) -> list[tuple[str, bool, Path]]:
     for index, (stream, violent, cues, style) in enumerate(STREAMS):
         path = folder / f"{stream}.mp4"
         if not path.exists():
-            frames = render_clip(100 + index, 128, int(violent), CLIP_FRAMES, cue_scale=3.0, cues=cues, style=style)
+            # Rendered at the model's 64 px, as the training frames are, then doubled pixel for pixel:
+            # the worker's bilinear resize back to 64 px gives the rendered frame again.
+            small = render_clip(100 + index, 64, int(violent), CLIP_FRAMES, cue_scale=3.0, cues=cues, style=style)
+            frames = [pixels.repeat(2, axis=0).repeat(2, axis=1) for pixels in small]
             payload, _ = encode_segment(frames, 10.0, "mp4")
             path.write_bytes(payload)
         out.append((stream, violent, path))
