@@ -66,7 +66,7 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
 def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The threshold that maximises F1 (chosen on validation, then applied to test)."""
     best_threshold, best_f1 = 0.5, -1.0
-    for threshold in np.unique(scores):
+    for threshold in np.unique(scores[np.isfinite(scores)]):  # a diverged model's NaN scores choose nothing
         f1 = float(binary_metrics(labels, scores, float(threshold))["f1"])  # type: ignore[arg-type]
         if f1 > best_f1:
             best_threshold, best_f1 = float(threshold), f1

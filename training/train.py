@@ -310,9 +310,11 @@ def run_stage(
         probs, val_loss = predict(model, forward, val, cfg.batch_size * 2, rt.device)
         val_scores = probs[:, violent_index]
         val_labels = (val.labels.numpy() == violent_index).astype(np.int64)
-        auc = float(binary_metrics(val_labels, val_scores, 0.5)["roc_auc"])  # type: ignore[arg-type]
+        diverged = not np.isfinite(val_scores).all()
+        # A diverged epoch (non-finite outputs) is never selected; the best finite state is kept.
+        auc = float("nan") if diverged else float(binary_metrics(val_labels, val_scores, 0.5)["roc_auc"])  # type: ignore[arg-type]
         row = {"stage": name, "epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss, "val_roc_auc": auc,
-               "lr": scheduler.get_last_lr()[0]}
+               "lr": scheduler.get_last_lr()[0], "diverged": diverged}
         result.history.append(row)
         progress.update(task, description=f"{name} epoch {epoch}/{epochs} loss {row['train_loss']:.4f} val auc {auc:.3f}")
         if auc > result.best_val_auc:

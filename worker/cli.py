@@ -121,7 +121,13 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     console = Console()
     options = PipelineOptions(model=args.model, json_out=args.json, streams=args.streams, seconds=args.seconds, backend=args.backend or "auto",
                               profile=args.profile, workload=_workload(args), progress=lambda text: console.print(f"[dim]· {text}"))
-    result = bench_pipeline(options, _bench_settings(args))
+    from engines.manifest import ManifestError
+
+    try:
+        result = bench_pipeline(options, _bench_settings(args))
+    except ManifestError as exc:
+        print(f"framewatch bench pipeline: {exc}", file=sys.stderr)
+        return 2
     d, g = result["derived"], result["goals"]
     table = Table(title=f"framewatch bench pipeline: {result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores")
     table.add_column("measure")
@@ -154,7 +160,13 @@ def _bench_soak(args: argparse.Namespace) -> int:
     options = SoakOptions(model=args.model, json_out=args.json, minutes=args.minutes, load_fraction=args.load, saturated_fps=args.saturated_fps,
                           streams=args.streams, warmup_minutes=args.warmup_minutes, backend=args.backend or "auto", workload=_workload(args),
                           progress=lambda text: console.print(f"[dim]· {text}"))
-    result = bench_soak(options, _bench_settings(args))
+    from engines.manifest import ManifestError
+
+    try:
+        result = bench_soak(options, _bench_settings(args))
+    except ManifestError as exc:
+        print(f"framewatch bench soak: {exc}", file=sys.stderr)
+        return 2
     console.print(f"p50 {result['p50_latency_ms']:.0f} ms, p99 {result['p99_latency_ms']:.0f} ms; RSS after warm-up {result['rss_mb_after_warmup']:.0f} MiB "
                   f"→ {result['rss_mb_final']:.0f} MiB ({result['rss_growth_after_warmup']:+.1%}; goal < +10 %: "
                   f"{'met' if result['goal_rss_growth_below_10_percent'] else 'NOT met'})")

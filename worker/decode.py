@@ -105,7 +105,13 @@ def _format_for(content_type: str | None) -> str | None:
 
 def _open(request: DecodeRequest) -> av.container.InputContainer:
     fmt = _format_for(request.content_type)
-    options = {"probesize": "5000000", "analyzeduration": "5000000", "format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "none"}
+    options = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "none"}
+    if fmt is None:  # unknown bytes: probe generously
+        options.update(probesize="5000000", analyzeduration="5000000")
+    else:
+        # A declared container needs no long stream analysis: the profile at saturation showed the
+        # default probing at 18 % of a decode process's time on 720p segments (24 ms of ~130 ms).
+        options.update(probesize="32768", analyzeduration="0", fpsprobesize="0")
     try:
         return av.open(io.BytesIO(request.payload), mode="r", format=fmt, options=options)
     except av.error.FFmpegError as exc:

@@ -64,3 +64,12 @@ def test_label_names_from_dataset_json_and_rgb(tmp_path: Path) -> None:
     data = load_dataset(tmp_path, 8, splits=("train",))
     assert data.labels == ["calm", "violent"] and data.violent_index == 1
     assert data["train"].images.shape == (1, 8, 8, 3) and data["train"].labels.tolist() == [1]
+
+
+def test_threshold_ignores_a_diverged_models_nan_scores() -> None:
+    import numpy as np
+
+    from training.metrics import best_f1_threshold
+
+    assert best_f1_threshold(np.array([0, 1, 1]), np.array([np.nan, np.nan, np.nan])) == 0.5
+    assert best_f1_threshold(np.array([0, 1, 1]), np.array([0.1, np.nan, 0.9])) in (0.1, 0.9)
