@@ -12,7 +12,7 @@ One run of ``pipeline`` measures, on the same segments and the same model:
 * ``rss_mb``      the worker process's peak resident memory (its decode processes reported apart).
 
 The workload is synthetic but shaped like live video: 1280×720 at 30 fps in 2-second H.264
-MPEG-TS segments, one keyframe each, with film grain so the bitrate (~2 Mbps) and hence the
+MPEG-TS segments, one keyframe each, with film grain so the bitrate (~5 Mbps) and hence the
 decode cost are those of camera content rather than of flat cartoons. Everything runs on the
 embedded broker and Redis (`framewatch dev`), so absolute numbers include their CPU use on
 the same cores; the ratios are what carry over between machines.

@@ -188,7 +188,7 @@ def _add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=720, help="segment frame height")
     parser.add_argument("--fps", type=float, default=30.0, help="segment frame rate")
     parser.add_argument("--segment-seconds", type=float, default=2.0)
-    parser.add_argument("--grain", type=float, default=6.0, help="σ of per-frame noise; 6 gives ~2 Mbps at 720p30, like camera video")
+    parser.add_argument("--grain", type=float, default=6.0, help="σ of per-frame noise; 6 gives ~5 Mbps at 720p30, like camera video")
     _add_settings_flags(parser)
 
 
