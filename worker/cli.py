@@ -175,8 +175,8 @@ def _bench_soak(args: argparse.Namespace) -> int:
 
 
 def _add_bench_flags(parser: argparse.ArgumentParser) -> None:
-    from framewatch.cli import _add_settings_flags
-
+    # No broker or Redis flags: a benchmark starts its own embedded pair, so its numbers are
+    # comparable between runs. Batch and decode settings come from --config / FRAMEWATCH_* / flags.
     parser.add_argument("--model", type=Path, required=True, metavar="ARTIFACT_DIR", help="model artifact folder (framewatch export)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON output; a PNG plot is written beside it")
     parser.add_argument("--streams", type=int, default=8, help="concurrent streams (and topic partitions)")
@@ -189,7 +189,7 @@ def _add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=30.0, help="segment frame rate")
     parser.add_argument("--segment-seconds", type=float, default=2.0)
     parser.add_argument("--grain", type=float, default=6.0, help="σ of per-frame noise; 6 gives ~5 Mbps at 720p30, like camera video")
-    _add_settings_flags(parser)
+    parser.add_argument("--config", type=Path, help="YAML or TOML settings file (batch and decode sections are used)")
 
 
 def register(commands: argparse._SubParsersAction, bench_commands: argparse._SubParsersAction) -> None:
