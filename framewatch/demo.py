@@ -36,9 +36,10 @@ CLIP_FRAMES = 100  # 10 s at 10 fps, looped
 # A short guided stage, then a longer image-only adapt stage: from random initialisation the
 # image-only stage is what needs the epochs (docs/results.md). Batch 16 at lr 1e-3: on the demo's
 # data, 12 epochs at batch 32 and lr 2e-3 never left the loss plateau (val ROC-AUC 0.50) where
-# these settings reached 0.62 (one seed each; docs/results.md). ~5 minutes on 2 cores.
+# these settings reached 0.62 (one seed each; docs/results.md). Two guided epochs keep the
+# whole demo under 10 minutes from a fresh clone; ~7 minutes of training on 2 cores.
 TRAIN_ARGS = ["--mode", "guidance", "--image-encoder", "mobileone_s0", "--image-size", "64", "--text-encoder", "minilm",
-              "--text-max-length", "25", "--fusion-dim", "128", "--epochs", "3", "--adapt-epochs", "12", "--lr", "1e-3",
+              "--text-max-length", "25", "--fusion-dim", "128", "--epochs", "2", "--adapt-epochs", "12", "--lr", "1e-3",
               "--batch-size", "16", "--patience", "12", "--seed", "0"]
 
 
@@ -81,7 +82,7 @@ def table(rows: list[dict[str, object]], violent: dict[str, bool], elapsed: floa
     return t
 
 
-def run_demo(demo_dir: Path, watch_seconds: float = 45.0) -> int:
+def run_demo(demo_dir: Path, watch_seconds: float = 35.0) -> int:
     import redis
 
     from framewatch.services import dev_down, dev_up
