@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scores from Redis; then stop everything. Reuses what an earlier run left in DIR.",
     )
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="working folder (default demo/)")
-    demo.add_argument("--seconds", type=float, default=45.0, help="how long to watch the live table")
+    demo.add_argument("--seconds", type=float, default=35.0, help="how long to watch the live table")
     demo.set_defaults(handler=_demo)
 
     from framewatch import cli_commands
