@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/results.md: every variant of the paper's Table 3 on the synthetic set, 3 seeds,
-# on the CPU. Usage: scripts/results.sh [OUT_DIR] (default results/). Takes about an hour on 2 cores.
+# on the CPU. Usage: scripts/results.sh [OUT_DIR] (default results/). About 1.5 hours on 2 idle cores
+# (one guidance run with trained text alone takes ~15 minutes).
 set -euo pipefail
 OUT=${1:-results}
 FW=${FW:-.venv/bin/framewatch}
