@@ -45,9 +45,10 @@ from kafka import KafkaProducer
 from engines.api import Backend, Engine, load
 from framewatch.config import FrameWatchSettings
 from worker import contracts
-from worker.decode import DecodeLimits, DecodeRequest, decode_segment
+from worker.decode import DecodeRequest, decode_segment
 from worker.lane import Lane, WorkerProcess, committed_offsets, end_offsets
 from worker.media import encode_segment
+from worker.service import decode_request
 
 
 @dataclass(frozen=True)
@@ -122,17 +123,11 @@ def make_segments(workload: Workload, request: Callable[[bytes, str, int], Decod
 
 
 def decode_request_factory(settings: FrameWatchSettings, engine: Engine, segment_ms: int) -> Callable[[bytes, str, int], DecodeRequest]:
-    """Decode requests exactly as the worker builds them (worker.service.Worker._decode_request) for
-    segments that declare their duration, as the bench's producer does."""
-    d = settings.decode
-    limits = DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds)
-    height, width = engine.input_size
+    """Decode requests as the worker builds them, for segments that declare their duration as the
+    bench's producer does."""
 
     def request(payload: bytes, content_type: str, start_ms: int) -> DecodeRequest:
-        return DecodeRequest(payload=payload, content_type=content_type, width=width, height=height,
-                             interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps,
-                             keyframes_only=d.keyframes_only, segment_start_ms=start_ms, limits=limits, hwaccel=d.hwaccel,
-                             segment_duration_ms=segment_ms, strict=d.strict)
+        return decode_request(settings, engine, payload, content_type, start_ms, segment_ms)
 
     return request
 

@@ -83,8 +83,6 @@ class Worker:
         self.engine = engine
         self.metrics = WorkerMetrics()
         self.health = Health(stall_seconds=max(60.0, settings.kafka.max_poll_interval_ms / 1000))
-        d = settings.decode
-        self.limits = DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds)
         self.batcher: DynamicBatcher[FrameItem] = DynamicBatcher(settings.batch.max_batch, settings.batch.max_delay_ms)
         self.scorer = StreamScorer(ScoringParams(settings.scoring.ema_half_life_s, settings.scoring.recent_window_s,
                                                  settings.scoring.alert_on, settings.scoring.alert_off))
@@ -99,7 +97,6 @@ class Worker:
         self._epoch_lock = threading.Lock()
         self._revoked_streams: set[str] = set()
         self._resume_from: dict[tuple[str, int], int] = {}
-        self._interpolation = getattr(engine, "interpolation", "bilinear")
         self.totals = {"records": 0, "polled": 0, "scored_frames": 0, "replayed_frames": 0}
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -242,13 +239,8 @@ class Worker:
         self.totals["polled"] += 1
 
     def _decode_request(self, message: contracts.SegmentMessage) -> DecodeRequest:
-        d = self.settings.decode
-        return DecodeRequest(
-            payload=message.payload, content_type=message.content_type, width=self.engine.input_size[1],
-            height=self.engine.input_size[0], interpolation=self._interpolation, sample_fps=d.sample_fps,
-            keyframes_only=d.keyframes_only, segment_start_ms=message.segment_start_ms, limits=self.limits, hwaccel=d.hwaccel,
-            segment_duration_ms=message.segment_duration_ms, strict=d.strict,
-        )
+        return decode_request(self.settings, self.engine, message.payload, message.content_type, message.segment_start_ms,
+                              message.segment_duration_ms)
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.settings.decode.workers, mp_context=multiprocessing.get_context("spawn"),
@@ -552,6 +544,20 @@ class Worker:
         self.metrics.paused.set(0)
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+def decode_request(settings: FrameWatchSettings, engine: Engine, payload: bytes, content_type: str | None,
+                   segment_start_ms: int | None, segment_duration_ms: int | None) -> DecodeRequest:
+    """What the decode pool is asked for one message: the engine's input size and interpolation,
+    the decode settings and limits. The benchmarks build their requests here too."""
+    d = settings.decode
+    height, width = engine.input_size
+    return DecodeRequest(
+        payload=payload, content_type=content_type, width=width, height=height,
+        interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps, keyframes_only=d.keyframes_only,
+        segment_start_ms=segment_start_ms, limits=DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds), hwaccel=d.hwaccel,
+        segment_duration_ms=segment_duration_ms, strict=d.strict,
+    )
 
 
 def _decoder_process_init(max_memory_mb: int = 0) -> None:
