@@ -191,18 +191,24 @@ def process_memory(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
 
 
+def send_nth_segment(producer: KafkaProducer, lane: Lane, segments: list[BenchSegment], streams: list[str], index: int,
+                     segment_ms: int) -> tuple[str, BenchSegment, int, float]:
+    """The ``index``-th segment of the round-robin over ``streams``, each stream's time advancing one
+    segment per round; returns (stream, segment, its start ms, the wall-clock time it was produced)."""
+    seg = segments[index % len(segments)]
+    stream = streams[index % len(streams)]
+    start_ms = (index // len(streams)) * segment_ms
+    wall = time.time()
+    headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(wall * 1000),
+                                        segment_duration_ms=segment_ms)
+    producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)
+    return stream, seg, start_ms, wall
+
+
 def produce_backlog(producer: KafkaProducer, lane: Lane, segments: list[BenchSegment], streams: list[str], count: int,
                     segment_ms: int) -> int:
     """``count`` segments round-robin over ``streams``; returns the frames the worker will score."""
-    frames = 0
-    for index in range(count):
-        seg = segments[index % len(segments)]
-        stream = streams[index % len(streams)]
-        start_ms = (index // len(streams)) * segment_ms
-        headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(time.time() * 1000),
-                                              segment_duration_ms=segment_ms)
-        producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)
-        frames += seg.sampled
+    frames = sum(send_nth_segment(producer, lane, segments, streams, index, segment_ms)[1].sampled for index in range(count))
     producer.flush()
     return frames
 
@@ -215,7 +221,7 @@ def watch_until(client: redis.Redis, lane: Lane, streams: list[str], total: int,
     while time.monotonic() - started < timeout_s:
         now = time.monotonic()
         seen = stream_frames(client, lane.keys, streams)
-        if seen and on_first_frames is not None and not any(n for _, n in timeline.points):
+        if seen and on_first_frames is not None and (not timeline.points or timeline.points[-1][1] == 0):
             on_first_frames()
         timeline.points.append((now, seen))
         if now - last_memory > 0.5:
@@ -254,15 +260,9 @@ def run_paced(producer: KafkaProducer, client: redis.Redis, lane: Lane, segments
             if due - started > seconds:
                 break
             stop.wait(max(0.0, due - time.monotonic()))
-            seg = segments[index % len(segments)]
-            stream = streams[index % len(streams)]
-            start_ms = (index // len(streams)) * segment_ms
-            wall = time.time()
-            headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(wall * 1000),
-                                              segment_duration_ms=segment_ms)
-            with lock:
+            with lock:  # registered before the watcher can see its score
+                stream, seg, start_ms, wall = send_nth_segment(producer, lane, segments, streams, index, segment_ms)
                 pending[stream].append((start_ms + seg.sampled_offsets_ms[-1], wall, time.monotonic()))
-            producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)
             index += 1
         producer.flush()
 
