@@ -40,10 +40,15 @@ def _secret_from_file(value: SecretStr | None, path: Path | None, name: str) -> 
         raise ValueError(f"{name}_file={path} cannot be read: {exc.strerror}") from None
 
 
+# Kafka's rule for topic names (clients refuse others, at the first use otherwise).
+KAFKA_TOPIC_PATTERN = r"^[A-Za-z0-9._\-]{1,249}$"
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
-    topic: str = Field("framewatch.segments", min_length=1)
-    dlq_topic: str = Field("framewatch.segments.dlq", min_length=1)
+    topic: str = Field("framewatch.segments", pattern=KAFKA_TOPIC_PATTERN, description="Input topic (Kafka's legal names: letters, digits, . _ -, at most 249).")
+    dlq_topic: str = Field("framewatch.segments.dlq", pattern=KAFKA_TOPIC_PATTERN, description="Dead-letter topic.")
+    dlq_timeout_s: float = Field(60.0, gt=0, description="How long a dead-letter write is retried before the worker exits non-zero.")
     group: str = Field("framewatch", min_length=1, description="Consumer group id; workers of one group share partitions.")
     client_id: str = "framewatch-worker"
     # The worker polls on its main thread while decode and inference run elsewhere, so a poll
@@ -71,6 +76,11 @@ class KafkaSettings(_Section):
                 f"heartbeat_interval_ms={self.heartbeat_interval_ms} must be at most a third of "
                 f"session_timeout_ms={self.session_timeout_ms}"
             )
+        for name in ("topic", "dlq_topic"):
+            if getattr(self, name) in (".", ".."):
+                raise ValueError(f"{name} cannot be '.' or '..' (Kafka refuses them)")
+        if self.topic == self.dlq_topic:
+            raise ValueError(f"dlq_topic must differ from topic ({self.topic!r})")
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError(f"security_protocol={self.security_protocol} needs sasl_mechanism")
         self.sasl_password = _secret_from_file(self.sasl_password, self.sasl_password_file, "sasl_password")
@@ -124,7 +134,9 @@ class DecodeSettings(_Section):
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_frames: int = Field(3_000, ge=1, description="Decoded frames per message before it is rejected.")
     max_pixels: int = Field(4096 * 2304, ge=64, description="Width x height limit of one frame.")
-    max_decode_seconds: float = Field(20.0, gt=0)
+    max_decode_seconds: float = Field(20.0, gt=0, description="Checked between frames; past it plus kill_grace_s the decode process is killed.")
+    kill_grace_s: float = Field(5.0, gt=0, description="A decode that runs this long past max_decode_seconds (a stuck decoder) is killed.")
+    truncation_tolerance_ms: int = Field(100, ge=0, description="A segment whose video ends this close to its declared duration (or within a frame) is complete.")
     strict: bool = Field(True, description="Reject a message when FFmpeg reports any decoding error (it conceals damage otherwise).")
     max_memory_mb: int = Field(2048, ge=0, description="Address-space cap of each decode process (RLIMIT_AS); 0 = none.")
 
@@ -141,6 +153,7 @@ class ScoringSettings(_Section):
     recent_window_s: float = Field(60.0, gt=0, description="Window of max_recent, in stream time.")
     alert_on: float = Field(0.7, gt=0, le=1)
     alert_off: float = Field(0.5, ge=0, lt=1)
+    stale_after_s: float = Field(120.0, ge=5, description="A stream with no frame for this long leaves the ranking and its open alert is cleared (reason stale).")
 
     @model_validator(mode="after")
     def _check_hysteresis(self) -> ScoringSettings:
@@ -153,6 +166,8 @@ class FaultSettings(_Section):
     """Fault injection for the reliability suite (tests/reliability); leave at the defaults."""
 
     infer_delay_ms: float = Field(0.0, ge=0, description="Sleep before every inference batch: an engine slower than the poll interval.")
+    infer_fail_after: int | None = Field(None, ge=0, description="The engine raises after this many batches: an engine failure (CUDA, TensorRT).")
+    decode_hang_stream: str | None = Field(None, description="Decodes of this stream's messages hang (a stuck decoder that ignores SIGTERM).")
 
 
 class FrameWatchSettings(BaseSettings):
@@ -178,6 +193,17 @@ class FrameWatchSettings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     scoring: ScoringSettings = ScoringSettings()
     faults: FaultSettings = FaultSettings()
+    shutdown_grace_s: float = Field(25.0, ge=2, description="SIGTERM to exit at most this long (keep it under the orchestrator's grace period).")
+
+    @model_validator(mode="after")
+    def _check_across_sections(self) -> FrameWatchSettings:
+        if self.scoring.stale_after_s >= self.redis.ttl_seconds:
+            raise ValueError(f"scoring.stale_after_s={self.scoring.stale_after_s} must be below redis.ttl_seconds={self.redis.ttl_seconds}: "
+                             "a stream's open alert is cleared before its keys expire")
+        if self.decode.max_message_bytes > self.kafka.max_partition_fetch_bytes:
+            raise ValueError(f"decode.max_message_bytes={self.decode.max_message_bytes} exceeds kafka.max_partition_fetch_bytes="
+                             f"{self.kafka.max_partition_fetch_bytes}: a message the input accepts could not be fetched")
+        return self
 
     @classmethod
     def settings_customise_sources(

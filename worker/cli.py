@@ -34,13 +34,37 @@ def _produce(args: argparse.Namespace) -> int:
     if not args.video.exists():
         print(f"framewatch produce: {args.video} does not exist", file=sys.stderr)
         return 2
+    start_ms = _produce_start(args, settings)
     producer = KafkaProducer(acks="all", max_request_size=settings.decode.max_message_bytes, **settings.kafka.client_kwargs())
     try:
         sent = produce_file(producer, settings.kafka.topic, args.video, args.stream_id, args.segment_seconds, args.format,
-                            args.loop, args.realtime, args.max_segments, verbose=not args.quiet)
+                            args.loop, args.realtime, args.max_segments, verbose=not args.quiet, start_ms=start_ms,
+                            broadcast_id=args.broadcast_id)
     finally:
         producer.close()
     print(f"sent {sent} segments of {args.video} as stream {args.stream_id!r} to {settings.kafka.topic}", file=sys.stderr)
+    return 0
+
+
+def _produce_start(args: argparse.Namespace, settings: Any) -> int:
+    """Where the stream time of this run starts, said on stderr."""
+    import time
+
+    if args.start == "wall-clock":
+        start = int(time.time() * 1000)
+        print(f"stream time starts at the wall clock ({start} ms since the epoch)", file=sys.stderr)
+        return start
+    if args.start == "continue":
+        from worker.redis_io import Scores, connect
+
+        state = Scores(connect(settings.redis), settings.redis.prefix).get(args.stream_id) or {}
+        end = state.get("end_ms") if isinstance(state.get("end_ms"), int) else state.get("pts_ms")
+        start = int(end) + 1 if isinstance(end, int) else 0
+        where = f"after the stream's last scored time in Redis ({start} ms)" if state else "at 0 (the stream has no scores in Redis)"
+        print(f"stream time continues {where}", file=sys.stderr)
+        return start
+    print("stream time starts at 0: the worker sees a new broadcast if the stream was already further on "
+          "(--start continue or wall-clock to go on instead)", file=sys.stderr)
     return 0
 
 
@@ -49,7 +73,8 @@ def _scores_client(args: argparse.Namespace) -> Any:
     from worker.redis_io import Scores, connect
 
     settings = settings_from_args(args)
-    return Scores(connect(settings.redis), settings.redis.prefix)
+    return Scores(connect(settings.redis), settings.redis.prefix, stale_after_s=settings.scoring.stale_after_s,
+                  socket_timeout_s=settings.redis.socket_timeout_s)
 
 
 def _scores_get(args: argparse.Namespace) -> int:
@@ -71,27 +96,47 @@ def _scores_top(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    rows = _scores_client(args).top(args.n)
+    rows = _scores_client(args).top(args.n, include_stale=args.include_stale)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title="riskiest streams now (by EMA)")
-    for column in ("stream", "ema", "score", "max_recent", "frames", "alert", "pts_ms"):
+    title = "riskiest streams now (by EMA)" + (", stale ones included" if args.include_stale else "")
+    table = Table(title=title)
+    for column in ("stream", "ema", "score", "max_recent", "frames", "alert", "pts_ms", "updated"):
         table.add_column(column, justify="left" if column == "stream" else "right")
+
+    def number(value: Any) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value or "")
+
     for row in rows:
-        table.add_row(row["stream"], f"{row.get('ema', 0):.3f}", f"{row.get('score', 0):.3f}", f"{row.get('max_recent', 0):.3f}",
-                      str(row.get("frames", "")), "ALERT" if row.get("alert") == 1 else "", str(row.get("pts_ms", "")))
+        state = "ALERT" if row.get("alert") == 1 else ""
+        age = f"{row['age_s']:.0f} s ago" if "age_s" in row else ""
+        if row.get("stale"):
+            state, age = f"{state} (stale)".strip(), f"{age}, stale"
+        table.add_row(row["stream"], number(row.get("ema")), number(row.get("score")), number(row.get("max_recent")),
+                      str(row.get("frames", "")), state, str(row.get("pts_ms", "")), age)
     Console().print(table)
     return 0
 
 
 def _scores_alerts(args: argparse.Namespace) -> int:
     client = _scores_client(args)
-    for event in client.alerts(args.last):
+    events = client.alerts(args.last)
+    # Listing and following are one read position: the follower starts after the last event
+    # listed (or the newest one now), so nothing written in between is missed.
+    last_id = events[-1]["id"] if events else client.last_alert_id()
+    for event in events:
         print(json.dumps(event))
     if args.follow:
+        # XREAD BLOCK must return before the socket times out, or a quiet minute looks like an outage.
+        block_ms = max(100, min(1000, int(client.socket_timeout_s * 1000 / 2)))
+
+        def on_error(exc: Exception, retry_in_s: float) -> None:
+            print(f"framewatch scores alerts: Redis error ({exc.__class__.__name__}: {exc}); reconnecting in {retry_in_s:.1f} s",
+                  file=sys.stderr, flush=True)
+
         try:
-            for event in client.follow_alerts():
+            for event in client.follow_alerts(after=last_id, block_ms=block_ms, on_error=on_error):
                 print(json.dumps(event), flush=True)
         except KeyboardInterrupt:
             return 0
@@ -252,6 +297,10 @@ def register(commands: argparse._SubParsersAction, bench_commands: argparse._Sub
     p.add_argument("--max-segments", type=int, default=None, help="stop after this many segments")
     p.add_argument("--topic", help="topic (default framewatch.segments)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--start", choices=["zero", "continue", "wall-clock"], default="zero",
+                   help="stream time of the first segment: 0 (default; a new broadcast if the stream already ran), continue after "
+                   "the stream's last scored time in Redis, or the wall clock in epoch ms")
+    p.add_argument("--broadcast-id", default=None, help="broadcast-id header: a new value starts a new broadcast of the stream")
     _add_settings_flags(p)
     p.set_defaults(handler=_produce)
 
@@ -267,10 +316,11 @@ def register(commands: argparse._SubParsersAction, bench_commands: argparse._Sub
     t = sc.add_parser("top", help="the riskiest streams now, by EMA")
     t.add_argument("--n", type=int, default=10)
     t.add_argument("--json", action="store_true")
+    t.add_argument("--include-stale", action="store_true", help="also streams with no frame for scoring.stale_after_s")
     t.set_defaults(handler=_scores_top)
     a = sc.add_parser("alerts", help="recent alert events; --follow waits for new ones")
     a.add_argument("--last", type=int, default=20)
-    a.add_argument("--follow", action="store_true")
+    a.add_argument("--follow", action="store_true", help="then wait for new events (Ctrl-C to stop); survives quiet periods and reconnects")
     a.set_defaults(handler=_scores_alerts)
     for sub in (g, h, t, a):
         _add_settings_flags(sub)

@@ -24,6 +24,9 @@ HEADER_CAPTURED_AT_MS = "captured-at-ms"
 HEADER_SEGMENT_DURATION_MS = "segment-duration-ms"
 # Set by `framewatch produce`, read by benchmarks for end-to-end latency; optional.
 HEADER_PRODUCED_AT_MS = "produced-at-ms"
+# Names the broadcast a segment belongs to; a new value starts a new broadcast of the stream.
+HEADER_BROADCAST_ID = "broadcast-id"
+MAX_BROADCAST_ID_BYTES = 128
 
 VIDEO_CONTENT_TYPES: dict[str, str] = {
     "video/mp2t": "mpegts",
@@ -69,6 +72,26 @@ class SegmentMessage:
     segment_duration_ms: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()  # as received: dead-letter copies carry them unchanged
     key: bytes | None = None  # as received
+    record_ts_ms: int = -1  # the Kafka record timestamp (-1: none)
+    broadcast_id: str | None = None
+
+    @property
+    def timed(self) -> bool:
+        """Whether the producer gave the stream time (``segment-start-ms``)."""
+        return self.segment_start_ms is not None
+
+    @property
+    def time_hint_ms(self) -> int | None:
+        """Where an untimed message starts at the earliest: ``captured-at-ms``, else the record timestamp."""
+        if self.captured_at_ms is not None:
+            return self.captured_at_ms
+        return self.record_ts_ms if self.record_ts_ms >= 0 else None
+
+    @property
+    def key_mismatch(self) -> bool:
+        """A ``stream-id`` header that differs from the key: the stream's messages may spread over
+        partitions, which Kafka does not order against each other."""
+        return self.key is not None and self.key != self.stream_id.encode("utf-8")
 
 
 def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
@@ -100,9 +123,23 @@ def _stream_id(raw: bytes | None) -> str:
     return text
 
 
+def _broadcast_id(raw: bytes | None) -> str | None:
+    if raw is None or raw == b"":
+        return None
+    if len(raw) > MAX_BROADCAST_ID_BYTES:
+        raise ContractError("bad-header", f"header {HEADER_BROADCAST_ID} is {len(raw)} bytes, limit {MAX_BROADCAST_ID_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContractError("bad-header", f"header {HEADER_BROADCAST_ID} is not valid UTF-8: {raw[:40]!r}") from None
+    if not text.isprintable():
+        raise ContractError("bad-header", f"header {HEADER_BROADCAST_ID} holds control characters: {text[:40]!r}")
+    return text
+
+
 def parse_message(
     topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-    headers: Iterable[tuple[str, bytes | None]] | None, max_bytes: int,
+    headers: Iterable[tuple[str, bytes | None]] | None, max_bytes: int, record_ts_ms: int | None = None,
 ) -> SegmentMessage:
     """Validate a raw Kafka record against the input contract (no decoding yet)."""
     raw_headers = tuple((k, v or b"") for k, v in (headers or []))
@@ -127,12 +164,15 @@ def parse_message(
         produced_at_ms=_int_header(hdrs, HEADER_PRODUCED_AT_MS),
         segment_duration_ms=_int_header(hdrs, HEADER_SEGMENT_DURATION_MS),
         headers=raw_headers, key=key,
+        record_ts_ms=record_ts_ms if record_ts_ms is not None and record_ts_ms >= 0 else -1,
+        broadcast_id=_broadcast_id(hdrs.get(HEADER_BROADCAST_ID)),
     )
 
 
 def segment_headers(
     content_type: str, segment_start_ms: int | None = None, captured_at_ms: int | None = None,
     produced_at_ms: int | None = None, stream_id: str | None = None, segment_duration_ms: int | None = None,
+    broadcast_id: str | None = None,
 ) -> list[tuple[str, bytes]]:
     """Headers a producer attaches to one segment."""
     headers = [(HEADER_CONTENT_TYPE, content_type.encode())]
@@ -146,6 +186,8 @@ def segment_headers(
             headers.append((name, str(int(number)).encode()))
     if stream_id is not None:
         headers.append((HEADER_STREAM_ID, stream_id.encode()))
+    if broadcast_id is not None:
+        headers.append((HEADER_BROADCAST_ID, broadcast_id.encode()))
     return headers
 
 
@@ -157,6 +199,15 @@ DLQ_SOURCE_TOPIC = "source-topic"
 DLQ_SOURCE_PARTITION = "source-partition"
 DLQ_SOURCE_OFFSET = "source-offset"
 MAX_ERROR_MESSAGE_BYTES = 1024
+# Set on a dead letter that was too large for the DLQ and is written trimmed (the envelope).
+DLQ_TRIMMED = "dlq-trimmed"
+DLQ_ORIGINAL_SIZE = "original-size"
+DLQ_ORIGINAL_SHA256 = "original-sha256"
+# error-type values raised outside parse_message/decode (the others are named where they arise).
+ERROR_UNREADABLE_RECORD = "unreadable-record"
+ERROR_REDIS_REJECTED = "redis-rejected"
+ERROR_DECODER_CRASH = "decoder-crash"
+ERROR_DECODE_TIMEOUT = "decode-timeout"
 
 
 def dlq_headers(
@@ -191,19 +242,36 @@ F_MODEL = "model"
 F_ALERT = "alert"
 F_PARTITION = "partition"
 F_OFFSET = "offset"
-STREAM_HASH_FIELDS = (F_SCORE, F_EMA, F_MAX_RECENT, F_FRAMES, F_PTS_MS, F_UPDATED_AT_MS, F_MODEL, F_ALERT, F_PARTITION, F_OFFSET)
+# The stream-time model and the replay guard (docs/contracts.md, "Stream time").
+F_BROADCAST = "broadcast"
+F_BROADCAST_SEQ = "broadcast_seq"
+F_BROADCAST_FROM_HEADER = "broadcast_from_header"
+F_POSITIONS = "positions"  # JSON {partition: [offset, frame index, record timestamp]} of the last frames written
+F_MESSAGE = "message"  # "partition:offset" of the latest message
+F_MESSAGE_BASE_MS = "message_base_ms"  # the stream time that message starts at
+F_END_MS = "end_ms"  # the earliest start of the next untimed message
+F_LAST_PARTITION = "last_partition"
+STREAM_HASH_FIELDS = (F_SCORE, F_EMA, F_MAX_RECENT, F_FRAMES, F_PTS_MS, F_UPDATED_AT_MS, F_MODEL, F_ALERT, F_PARTITION, F_OFFSET,
+                      F_BROADCAST, F_BROADCAST_SEQ, F_BROADCAST_FROM_HEADER, F_POSITIONS, F_MESSAGE, F_MESSAGE_BASE_MS, F_END_MS,
+                      F_LAST_PARTITION)
 
 # Fields of one history entry and of one alert event.
 H_SCORE = "score"
 H_PTS_MS = "pts_ms"
 H_EMA = "ema"
 H_OFFSET = "offset"
+H_PARTITION = "partition"
+H_BROADCAST = "broadcast"
+H_LATE = "late"  # 1 on a frame earlier than the stream's latest (it did not move the EMA)
 A_STREAM = "stream"
 A_EVENT = "event"  # "raise" | "clear"
+A_REASON = "reason"
 A_EMA = "ema"
 A_PTS_MS = "pts_ms"
 A_AT_MS = "at_ms"
 A_MODEL = "model"
+A_BROADCAST = "broadcast"
+A_EVENT_ID = "event_id"
 ALERT_RAISE = "raise"
 ALERT_CLEAR = "clear"
 
@@ -231,3 +299,8 @@ class RedisKeys:
     @property
     def active(self) -> str:
         return f"{self.prefix}:active"
+
+    @property
+    def active_seen(self) -> str:
+        """Stream ids scored by the wall clock (epoch ms) of their last write: the sweep's index."""
+        return f"{self.prefix}:active:seen"

@@ -15,14 +15,20 @@ of still images (PNG, JPEG, WebP headers) are checked, so a 100 000 × 100 000 P
 without allocating anything. FFmpeg may only use the demuxers of the contract (no playlist or
 concat demuxer that would open other files or URLs) and no protocol at all. In strict mode (the
 default) any error FFmpeg reports while decoding rejects the message, because FFmpeg conceals
-damage and keeps going; with ``segment-duration-ms`` a segment that decodes shorter than it
-declares is rejected as truncated. Decode processes can also be capped in memory
-(``decode.max_memory_mb``, set by the worker), which turns a decompression bomb into an error.
+damage and keeps going. With ``segment-duration-ms`` a segment whose video ends more than
+``truncation_tolerance_ms`` (or one frame, if longer) before its declared end is *truncated*:
+its decoded frames are still returned, with :attr:`DecodeResult.truncated` saying what is
+missing (containers with audio routinely declare a few milliseconds more than their video).
+MPEG-TS cut inside a packet is decoded up to its last whole packet, likewise. Decode processes
+can also be capped in memory (``decode.max_memory_mb``, set by the worker), which turns a
+decompression bomb into an error.
 
 Sampling is on a grid of stream time: with ``sample_fps`` = 1 the first frame at or after
 every whole second is scored. A grid cell belongs to the segment in which its start lies
 (``segment-start-ms``), so consecutive segments decoded in parallel never score the same
-second twice and never skip one.
+second twice and never skip one. A segment whose start lies within ``truncation_tolerance_ms``
+after a cell's start also takes that cell: the segment before it declared a few ms more than its
+video, so the cell's start fell past its last frame.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import io
 import math
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import av
 import av.error
@@ -77,6 +83,8 @@ class DecodeRequest:
     hwaccel: str | None = None
     segment_duration_ms: int | None = None
     strict: bool = True
+    truncation_tolerance_ms: int = 100
+    fault_hang: bool = False  # fault injection (faults.decode_hang_stream): the decode never returns
 
 
 @dataclass
@@ -92,6 +100,8 @@ class DecodeResult:
     seconds: float
     source_width: int = 0
     source_height: int = 0
+    duration_ms: int = 0  # the span of the decoded video: last frame's time + its duration − first frame's time
+    truncated: str | None = None  # what is missing when the segment ended early; its frames are still here
 
 
 def _format_for(content_type: str | None) -> str | None:
@@ -168,9 +178,8 @@ def precheck(request: DecodeRequest) -> None:
     if request.content_type == "video/mp2t":
         if payload[:1] != bytes([TS_SYNC]):
             raise DecodeError("not-media", "not MPEG-TS: the first byte is not the 0x47 sync byte")
-        if len(payload) % TS_PACKET:
-            raise DecodeError("truncated", f"MPEG-TS of {len(payload)} bytes is not a whole number of {TS_PACKET}-byte packets")
-        if payload[::TS_PACKET].count(TS_SYNC) != len(payload) // TS_PACKET:
+        whole = len(payload) - len(payload) % TS_PACKET
+        if payload[:whole:TS_PACKET].count(TS_SYNC) != whole // TS_PACKET:
             raise DecodeError("decode-error", "MPEG-TS packets without their sync byte: the segment is corrupt")
     if request.content_type in IMAGE_CONTENT_TYPES or request.content_type is None:
         size = image_dimensions(payload, request.content_type)
@@ -179,9 +188,31 @@ def precheck(request: DecodeRequest) -> None:
 
 
 def decode_segment(request: DecodeRequest) -> DecodeResult:
+    """Decode one message. Every failure is a :class:`DecodeError`: anything else raised inside
+    FFmpeg or PyAV (MemoryError under the process's memory cap included) becomes one, so a
+    decode process never hands the worker an exception it does not know."""
+    try:
+        return _decode_checked(request)
+    except DecodeError:
+        raise
+    except MemoryError:
+        raise DecodeError("decode-error", "out of memory while decoding (decode.max_memory_mb)") from None
+    except Exception as exc:
+        raise DecodeError("decode-error", f"unexpected {exc.__class__.__name__} while decoding: {exc}") from None
+
+
+def _decode_checked(request: DecodeRequest) -> DecodeResult:
+    if request.fault_hang:
+        while True:  # the reliability suite's stuck decoder: only SIGKILL ends it
+            time.sleep(1.0)
     started = time.monotonic()
     limits = request.limits
     precheck(request)
+    cut_packets = ""
+    if request.content_type == "video/mp2t" and len(request.payload) % TS_PACKET:
+        # Decode what is whole; the missing tail is reported, not the good frames discarded.
+        cut_packets = f"MPEG-TS of {len(request.payload)} bytes ends inside a {TS_PACKET}-byte packet"
+        request = replace(request, payload=request.payload[: len(request.payload) - len(request.payload) % TS_PACKET])
     # FFmpeg reports damage through its log and conceals it; strict mode listens. Repeats are not
     # coalesced, or an error would be held back and reported with the next message.
     av.logging.set_level(av.logging.WARNING)
@@ -189,8 +220,10 @@ def decode_segment(request: DecodeRequest) -> DecodeResult:
     with av.logging.Capture(local=False) as ffmpeg_errors:
         result = _decode_segment(request, started, limits)
     errors = [f"{name}: {message.strip()}" for level, name, message in ffmpeg_errors if level <= av.logging.ERROR]
-    if errors and request.strict:
+    if errors and request.strict and not (cut_packets or result.truncated):
         raise DecodeError("decode-error", f"FFmpeg reported {len(errors)} error(s), first: {errors[0]}")
+    if cut_packets:
+        result.truncated = cut_packets if result.truncated is None else f"{cut_packets}; {result.truncated}"
     return result
 
 
@@ -248,6 +281,8 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     # at 1 frame/s). A segment that ends before that cell is truncated.
     final_cell: int | None = None
     complete = False
+    frame_ms = 1000.0 / float(stream.average_rate) if stream.average_rate else 0.0
+    first_pts_ms = last_pts_ms = pts_ms = 0
     for frame in container.decode(stream):
         decoded += 1
         if decoded > limits.max_frames:
@@ -267,10 +302,17 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
             if grid and request.segment_duration_ms is not None:
                 final_cell = math.ceil((segment_start + request.segment_duration_ms - 0.5) / period_ms) - 1
         pts_ms = round(segment_start + (seconds - first_time) * 1000) if have_start else round(seconds * 1000)
+        if decoded == 1:
+            first_pts_ms = last_pts_ms = pts_ms
+        elif frame_ms == 0.0 and pts_ms > last_pts_ms:
+            frame_ms = float(pts_ms - last_pts_ms)  # no declared rate: the first interval stands for a frame
+        last_pts_ms = max(last_pts_ms, pts_ms)
         cell = int(pts_ms // period_ms)
         if grid:
-            # The first frame of each grid cell; a cell that began before this segment is the previous one's.
-            keep = cell != last_cell and cell * period_ms >= segment_start - 0.5
+            # The first frame of each grid cell; a cell that began before this segment is the previous
+            # one's, unless it began within the truncation tolerance: a segment declared a few ms longer
+            # than its video (audio) leaves the cell at its end to the next segment.
+            keep = cell != last_cell and cell * period_ms >= segment_start - max(0.5, request.truncation_tolerance_ms)
             last_cell = cell
         else:
             keep = True
@@ -282,7 +324,18 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                 break
     if decoded == 0:
         raise DecodeError("decode-error", "no frame could be decoded")
-    if final_cell is not None and not complete:
-        raise DecodeError("truncated", f"segment ends at {pts_ms} ms, before its last sampled second "
-                                       f"({final_cell * period_ms:.0f} ms; declared {request.segment_duration_ms} ms)")
-    return DecodeResult(frames, decoded, time.monotonic() - started, width, height)
+    video_end_ms = last_pts_ms + frame_ms
+    truncated = None
+    if final_cell is not None and not complete and request.segment_duration_ms is not None:
+        declared_end = segment_start + request.segment_duration_ms
+        # Complete when the video reaches its declared end within a frame or the tolerance: a
+        # container with audio declares its audio's end, a few milliseconds past the last frame.
+        if video_end_ms < declared_end - max(frame_ms, request.truncation_tolerance_ms):
+            truncated = (f"video ends at {video_end_ms:.0f} ms, {declared_end - video_end_ms:.0f} ms before the declared "
+                         f"{request.segment_duration_ms} ms; {len(frames)} frame(s) decoded, the rest is missing")
+    if not frames and truncated:
+        raise DecodeError("truncated", truncated)
+    duration = round(video_end_ms - first_pts_ms) if not is_image else 0
+    if request.segment_duration_ms is not None and not truncated and not is_image:
+        duration = max(duration, request.segment_duration_ms)
+    return DecodeResult(frames, decoded, time.monotonic() - started, width, height, duration_ms=duration, truncated=truncated)

@@ -27,6 +27,18 @@ class WorkerMetrics:
         self.frames_sampled = Counter("framewatch_frames_sampled_total", "Frames sampled for scoring", registry=r)
         self.frames_scored = Counter("framewatch_frames_scored_total", "Frames written to Redis", registry=r)
         self.frames_replayed = Counter("framewatch_frames_replayed_total", "Replayed frames skipped (already in Redis)", registry=r)
+        self.frames_skipped = Counter("framewatch_frames_skipped_total", "Sampled frames not written, by reason (replay, partition-moved, redis-rejected)",
+                                      ["reason"], registry=r)
+        self.frames_late = Counter("framewatch_frames_late_total", "Frames earlier than their stream's latest (written; the EMA not moved back)", registry=r)
+        self.segments_truncated = Counter("framewatch_segments_truncated_total", "Segments whose video ended before their declared duration (their frames scored)", registry=r)
+        self.key_mismatch = Counter("framewatch_stream_key_mismatch_total", "Messages whose stream-id header differs from their key", registry=r)
+        self.state_errors = Counter("framewatch_stream_state_errors_total", "Stream hash fields that could not be read back", registry=r)
+        self.streams_cached = Gauge("framewatch_streams_cached", "Streams whose state the worker holds in memory", registry=r)
+        self.decoder_crashes = Counter("framewatch_decoder_crashes_total", "Decode pool crashes (the pool is rebuilt)", registry=r)
+        self.decode_kills = Counter("framewatch_decode_timeouts_killed_total", "Decodes killed for running past their time limit", registry=r)
+        self.unreadable_records = Counter("framewatch_unreadable_records_total", "Kafka records the client could not parse (skipped)", registry=r)
+        self.dlq_envelopes = Counter("framewatch_dlq_trimmed_total", "Dead letters too large for the DLQ, written as a trimmed envelope", registry=r)
+        self.thread_deaths = Counter("framewatch_thread_deaths_total", "Worker threads that died of an unexpected exception", ["thread"], registry=r)
         self.dlq = Counter("framewatch_dlq_total", "Messages sent to the dead-letter topic", ["error_type"], registry=r)
         self.redis_errors = Counter("framewatch_redis_errors_total", "Failed Redis writes (retried)", registry=r)
         self.alerts = Counter("framewatch_alerts_total", "Alert events", ["event"], registry=r)
@@ -43,19 +55,38 @@ class WorkerMetrics:
 
 
 class Health:
-    """Liveness: the main loop ticked recently. Readiness: set by the worker loop."""
+    """Liveness: the main loop and every registered thread beat recently, and nothing was fatal.
+    Readiness: set by the worker loop."""
 
-    def __init__(self, stall_seconds: float = 60.0) -> None:
-        self.last_tick = time.monotonic()
+    def __init__(self, stall_seconds: float = 60.0, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.last_tick = clock()
+        self.beats: dict[str, float] = {}
         self.ready = False
         self.reason = "starting"
         self.stall_seconds = stall_seconds
+        self.fatal: str | None = None
 
     def tick(self) -> None:
-        self.last_tick = time.monotonic()
+        self.last_tick = self.clock()
+
+    def beat(self, thread: str) -> None:
+        self.beats[thread] = self.clock()
+
+    def problem(self) -> str | None:
+        """Why the process is not alive, or None."""
+        if self.fatal is not None:
+            return self.fatal
+        now = self.clock()
+        if now - self.last_tick >= self.stall_seconds:
+            return f"main loop stalled for {now - self.last_tick:.0f} s"
+        for thread, at in self.beats.items():
+            if now - at >= self.stall_seconds:
+                return f"{thread} thread stalled for {now - at:.0f} s"
+        return None
 
     def alive(self) -> bool:
-        return time.monotonic() - self.last_tick < self.stall_seconds
+        return self.problem() is None
 
 
 def serve(metrics: WorkerMetrics, health: Health, host: str, port: int) -> ThreadingHTTPServer:
@@ -64,8 +95,8 @@ def serve(metrics: WorkerMetrics, health: Health, host: str, port: int) -> Threa
             if self.path.startswith("/metrics"):
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
             elif self.path.startswith("/healthz"):
-                ok = health.alive()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"main loop stalled\n")
+                problem = health.problem()
+                self._send(200 if problem is None else 503, b"ok\n" if problem is None else f"{problem}\n".encode())
             elif self.path.startswith("/readyz"):
                 self._send(200 if health.ready else 503, f"{'ready' if health.ready else 'not ready'}: {health.reason}\n".encode())
             else:

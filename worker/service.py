@@ -15,22 +15,21 @@ offset order per partition, so one stream's frames are scored and written in str
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
+import contextlib
+import hashlib
 import os
 import queue
 import signal
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from struct import error as struct_error
 from typing import Any
 
-import numpy as np
-import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from engines.api import Engine
@@ -38,13 +37,24 @@ from framewatch.config import FrameWatchSettings
 from framewatch.logs import get_logger
 from worker import contracts
 from worker.batcher import DynamicBatcher
-from worker.decode import DecodeError, DecodeLimits, DecodeRequest, DecodeResult, decode_segment
+from worker.decode import DecodeError, DecodeLimits, DecodeRequest
+from worker.decode_pool import DecodeJob, DecodePool
+from worker.inference import FrameItem, InferenceLoop, RateLimitedLog
 from worker.metrics import Health, WorkerMetrics, serve
 from worker.offsets import OffsetTracker
-from worker.redis_io import Publisher, ScoredFrame, connect
-from worker.scoring import ScoringParams, StreamScorer
+from worker.redis_io import Publisher, connect
+from worker.scoring import MessageTime, ScoringParams, StreamScorer
 
 log = get_logger("worker")
+
+# A dead letter the DLQ refuses as too large is written as an envelope: key, headers, the first
+# bytes of the value and its digest (docs/contracts.md, "Dead-letter topic").
+DLQ_ENVELOPE_BYTES = 64 * 1024
+DLQ_HEADER_ROOM = 1024 * 1024  # headers of a DLQ copy on top of the message's value
+
+
+class DeadLetterFailed(RuntimeError):
+    """The dead-letter topic refused a copy for good: the message cannot be quarantined."""
 
 
 @dataclass(eq=False)
@@ -53,17 +63,19 @@ class InFlight:
 
     message: contracts.SegmentMessage
     epoch: int
-    future: cf.Future[DecodeResult] | None = None
-    attempts: int = 1
+    job: DecodeJob
+    msg_time: MessageTime | None = None  # set once decoded
     remaining: int = 0
+    rejected: bool = False  # dead-lettered while its frames were being written
     polled_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def stream_id(self) -> str:
+        return self.message.stream_id
 
-@dataclass(frozen=True)
-class FrameItem:
-    inflight: InFlight
-    pts_ms: int
-    pixels: np.ndarray
+    @property
+    def produced_at_ms(self) -> int | None:
+        return self.message.produced_at_ms
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -90,17 +102,22 @@ class Worker:
         self.queues: OrderedDict[tuple[str, int], deque[InFlight]] = OrderedDict()
         self.epochs: dict[tuple[str, int], int] = {}
         self.completions: queue.SimpleQueue[InFlight] = queue.SimpleQueue()
+        self.rejections: queue.SimpleQueue[tuple[InFlight, str, str]] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.hard_stop = threading.Event()
-        self.redis_ok = True
+        self.failed: str | None = None
         self.paused = False
         self._epoch_lock = threading.Lock()
         self._revoked_streams: set[str] = set()
+        self._forget_all = False
         self._resume_from: dict[tuple[str, int], int] = {}
-        self.totals = {"records": 0, "polled": 0, "scored_frames": 0, "replayed_frames": 0}
+        self.totals = {"records": 0, "polled": 0, "unreadable_records": 0}
+        self.notes = RateLimitedLog()
+        self._lag_series: set[tuple[str, int]] = set()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
-        self.pool: cf.ProcessPoolExecutor | None = None
+        self.pool: DecodePool | None = None
+        self.inference: InferenceLoop | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -113,33 +130,63 @@ class Worker:
                 log.warning("second signal: stopping without draining", signal=signum)
                 self.hard_stop.set()
             elif not self.stopping.is_set():
-                log.info("signal received: draining", signal=signum)
+                log.info("signal received: draining", signal=signum, grace_s=self.settings.shutdown_grace_s)
                 first_at.append(time.monotonic())
                 self.stopping.set()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def run(self) -> None:
+    def fatal(self, reason: str) -> None:
+        """Something the worker cannot go on without: stop now and exit non-zero (the supervisor
+        restarts it; what was not committed is read again)."""
+        if self.failed is None:
+            self.failed = reason
+            log.error("fatal: the worker stops and exits non-zero", reason=reason)
+        self.health.fatal = reason
+        self.health.ready = False
+        self.metrics.ready.set(0)
+        self.stopping.set()
+        self.hard_stop.set()
+        self.batcher.close()
+
+    def run(self) -> int:
+        """Runs until stopped; returns the exit status (0, or 1 after a fatal error)."""
         s = self.settings
         k = s.kafka
         server = serve(self.metrics, self.health, s.metrics_host, s.metrics_port) if s.metrics_port else None
         self.redis = connect(s.redis)
-        self.publisher = Publisher(self.redis, s.redis, self.engine.name, transactional=not s.redis.cluster)
-        self.pool = self._new_pool()
+        self.publisher = Publisher(self.redis, s.redis, self.engine.name)
+        self.pool = DecodePool(s.decode.workers, s.decode.max_memory_mb, s.decode.max_decode_seconds, s.decode.kill_grace_s,
+                               on_event=lambda event, **fields: log.warning(event, **fields))
         self.consumer = self._connect_consumer()
-        self.producer = KafkaProducer(acks="all", retries=5, linger_ms=0, **k.client_kwargs())
+        # The DLQ copy of any message the input accepts must fit (too-large ones are trimmed).
+        max_request = s.decode.max_message_bytes + DLQ_HEADER_ROOM
+        self.producer = KafkaProducer(acks="all", retries=5, linger_ms=0, max_request_size=max_request, **k.client_kwargs())
         self.consumer.subscribe([k.topic], listener=_Rebalance(self))
-        inference = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+        self.inference = InferenceLoop(
+            batcher=self.batcher, engine=self.engine, scorer=self.scorer, publisher=self.publisher, metrics=self.metrics,
+            health=self.health, is_current=self._current, done=self.completions.put, reject=self._reject,
+            take_invalidations=self._take_invalidations, hard_stop=self.hard_stop, fatal=self.fatal,
+            stale_after_s=s.scoring.stale_after_s,
+            infer_delay_ms=s.faults.infer_delay_ms, infer_fail_after=s.faults.infer_fail_after)
+        inference = threading.Thread(target=self.inference.run, name="inference", daemon=True)
         inference.start()
         log.info("worker started", topic=k.topic, group=k.group, model=self.engine.name, backend=self.engine.backend,
                  max_batch=s.batch.max_batch, max_delay_ms=s.batch.max_delay_ms, decode_workers=s.decode.workers)
         try:
             self._main_loop()
+        except DeadLetterFailed as exc:
+            self.fatal(str(exc))
+        except Exception as exc:
+            log.exception("main loop died")
+            self.metrics.thread_deaths.labels("main").inc()
+            self.fatal(f"main loop died: {exc.__class__.__name__}: {exc}")
         finally:
             self._shutdown(inference)
             if server is not None:
                 server.shutdown()
+        return 0 if self.failed is None else 1
 
     def _connect_consumer(self) -> KafkaConsumer:
         k = self.settings.kafka
@@ -169,17 +216,12 @@ class Worker:
                 if self.offsets.in_flight == 0 or self._drain_expired():
                     break
                 self._pause_all()
-            try:
-                records = self.consumer.poll(timeout_ms=50, max_records=self._poll_budget())
-            except KafkaError as exc:
-                self.health.ready, self.health.reason = False, f"poll failed: {exc}"
-                log.warning("poll failed", error=str(exc))
-                time.sleep(0.5)
-                continue
+            records = self._poll()
             for tp, batch in records.items():
                 for record in batch:
                     self._accept(tp, record)
             self._pump_decodes()
+            self._take_rejections()
             self._finish_completed()
             try:
                 self._commit()
@@ -193,14 +235,19 @@ class Worker:
 
     _drain_started: float | None = None
 
-    def _drain_expired(self, limit_s: float = 60.0) -> bool:
+    def _drain_expired(self) -> bool:
+        # What is left after the drain is read again by the next owner; the rest of the grace
+        # period is for the final commit and leaving the group.
+        limit = max(1.0, self.settings.shutdown_grace_s - 5.0)
         if self._drain_started is None:
             self._drain_started = time.monotonic()
-        return time.monotonic() - self._drain_started > limit_s
+        return time.monotonic() - self._drain_started > limit
 
     def _shutdown(self, inference: threading.Thread) -> None:
         self.batcher.close()
-        inference.join(timeout=30)
+        if self.pool is not None:
+            self.pool.close()  # kills the decoders: a stuck one must not hold the exit
+        inference.join(timeout=2.0 if self.hard_stop.is_set() else 5.0)
         self._finish_completed()
         try:
             self._commit()
@@ -209,12 +256,64 @@ class Worker:
         if self.consumer is not None:
             self.consumer.close(autocommit=False)  # leaves the group: partitions move at once
         if self.producer is not None:
-            self.producer.close(timeout=5)
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-        log.info("worker stopped", in_flight=self.offsets.in_flight, **self.totals)
+            self.producer.close(timeout=2)
+        totals = {**self.totals, **(self.inference.totals if self.inference else {})}
+        log.info("worker stopped", in_flight=self.offsets.in_flight, exit_status=0 if self.failed is None else 1, **totals)
 
     # --- intake ----------------------------------------------------------------------
+
+    def _poll(self) -> dict[Any, Any]:
+        assert self.consumer is not None
+        try:
+            return self.consumer.poll(timeout_ms=50, max_records=self._poll_budget())
+        except KafkaError as exc:
+            if "crc" in str(exc).lower() or exc.__class__.__name__ == "CorruptRecordError":
+                self._skip_unreadable(exc)
+                return {}
+            self.health.ready, self.health.reason = False, f"poll failed: {exc}"
+            log.warning("poll failed", error=str(exc))
+            time.sleep(0.5)
+            return {}
+        except (UnicodeDecodeError, ValueError, AssertionError, struct_error) as exc:
+            self._skip_unreadable(exc)
+            return {}
+
+    def _skip_unreadable(self, exc: Exception) -> None:
+        """A record kafka-python cannot parse (a header key that is not UTF-8, a failed CRC): the
+        client would stop at it for good. It is the next record of one partition: dead-letter what
+        can be read of it (its position), seek past it and go on."""
+        assert self.consumer is not None
+        stuck = self._stuck_partition()
+        self.metrics.unreadable_records.inc()
+        self.totals["unreadable_records"] += 1
+        if stuck is None:
+            log.warning("unreadable record, partition unknown; retrying", error=str(exc)[:300])
+            time.sleep(0.2)
+            return
+        tp, offset = stuck
+        log.warning("unreadable record skipped", error=str(exc)[:300], partition=tp.partition, offset=offset)
+        self.offsets.add(tp.topic, tp.partition, offset)
+        self._send_dlq(None, b"", [], tp.topic, tp.partition, offset, contracts.ERROR_UNREADABLE_RECORD,
+                       f"the Kafka client could not parse this record: {exc.__class__.__name__}: {exc}")
+        self.offsets.mark_done(tp.topic, tp.partition, offset)
+        self.consumer.seek(tp, offset + 1)
+
+    def _stuck_partition(self) -> tuple[TopicPartition, int] | None:
+        """The partition whose fetched data the client failed on: kafka-python keeps it as the
+        fetch it is draining (the other partitions' positions are where their data starts)."""
+        assert self.consumer is not None
+        fetcher: Any = getattr(self.consumer, "_fetcher", None)
+        current: Any = getattr(fetcher, "_next_partition_records", None)
+        tp = getattr(current, "topic_partition", None)
+        if tp is None:
+            completed = list(getattr(fetcher, "_completed_fetches", []) or [])
+            tp = getattr(completed[0], "topic_partition", None) if completed else None
+        if tp is None:
+            return None
+        try:
+            return tp, self.consumer.position(tp)
+        except KafkaError:
+            return None
 
     def _poll_budget(self) -> int:
         free = self.settings.batch.max_inflight_messages - self.offsets.in_flight
@@ -226,73 +325,89 @@ class Worker:
         self.totals["records"] += 1
         try:
             message = contracts.parse_message(tp.topic, tp.partition, record.offset, record.key, record.value, record.headers,
-                                              self.settings.decode.max_message_bytes)
+                                              self.settings.decode.max_message_bytes, getattr(record, "timestamp", None))
         except contracts.ContractError as exc:
             self._dead_letter(record, tp, exc.error_type, str(exc))
             self.offsets.mark_done(tp.topic, tp.partition, record.offset)
             return
-        inflight = InFlight(message, self.epochs.get(key, 0))
+        if message.key_mismatch:
+            self.metrics.key_mismatch.inc()
+            self.notes.note(message.stream_id, "stream-id header differs from the key: the stream's messages may spread over "
+                                               "partitions, whose order Kafka does not keep", key=(message.key or b"")[:80].decode("utf-8", "replace"))
+        inflight = InFlight(message, self.epochs.get(key, 0), DecodeJob(self._decode_request(message)))
         assert self.pool is not None
-        inflight.future = self.pool.submit(decode_segment, self._decode_request(message))
+        self.pool.add(inflight.job)
         self.queues.setdefault(key, deque()).append(inflight)
         self.metrics.messages.labels("polled").inc()
         self.totals["polled"] += 1
 
     def _decode_request(self, message: contracts.SegmentMessage) -> DecodeRequest:
-        return decode_request(self.settings, self.engine, message.payload, message.content_type, message.segment_start_ms,
-                              message.segment_duration_ms)
-
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(max_workers=self.settings.decode.workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_decoder_process_init, initargs=(self.settings.decode.max_memory_mb,))
+        # An untimed message is decoded from 0: its place in stream time is the scorer's to give.
+        start = message.segment_start_ms if message.timed else 0
+        request = decode_request(self.settings, self.engine, message.payload, message.content_type, start, message.segment_duration_ms)
+        if self.settings.faults.decode_hang_stream is not None and message.stream_id == self.settings.faults.decode_hang_stream:
+            request = replace(request, fault_hang=True)
+        return request
 
     def _pump_decodes(self) -> None:
         """Hand decoded messages to the batcher in offset order per partition."""
+        assert self.pool is not None
+        for job in self.pool.pump():
+            assert job.failure is not None
+            counter = self.metrics.decoder_crashes if job.failure.error_type == "decoder-crash" else self.metrics.decode_kills
+            counter.inc()
         for key, pending in self.queues.items():
-            while pending and pending[0].future is not None and pending[0].future.done():
+            while pending and pending[0].job.finished():
                 inflight = pending.popleft()
                 msg = inflight.message
-                assert inflight.future is not None
                 try:
-                    result = inflight.future.result()
+                    result = inflight.job.outcome()
                 except DecodeError as exc:
                     self._dead_letter_message(msg, exc.error_type, str(exc))
                     self.offsets.mark_done(*key, msg.offset)
                     continue
-                except cf.process.BrokenProcessPool as exc:
-                    # A decoder process died (hostile input crashing FFmpeg, or the OOM killer). Every
-                    # message in flight fails with it, so each gets one more try in a fresh pool and
-                    # only a message that breaks the pool again is quarantined.
-                    if inflight.attempts >= 2:
-                        self._dead_letter_message(msg, "decode-error", f"decoder process crashed twice: {exc}")
-                        self.offsets.mark_done(*key, msg.offset)
-                        continue
-                    pending.appendleft(inflight)
-                    self._rebuild_pool()
-                    return
+                except Exception as exc:  # anything else a decode process could send back
+                    self._dead_letter_message(msg, "decode-error", f"{exc.__class__.__name__}: {exc}")
+                    self.offsets.mark_done(*key, msg.offset)
+                    continue
                 self.metrics.decode_seconds.observe(result.seconds)
                 self.metrics.frames_decoded.inc(result.decoded)
                 self.metrics.frames_sampled.inc(len(result.frames))
+                if result.truncated:
+                    self.metrics.segments_truncated.inc()
+                    self.notes.note(msg.stream_id, "truncated segment: its decoded frames are scored", detail=result.truncated,
+                                    partition=msg.partition, offset=msg.offset)
                 if not result.frames:
                     self.offsets.mark_done(*key, msg.offset)
                     self.metrics.messages.labels("empty").inc()
                     continue
+                inflight.msg_time = MessageTime(msg.partition, msg.offset, msg.record_ts_ms, msg.segment_start_ms, msg.time_hint_ms,
+                                            result.duration_ms, msg.broadcast_id)
                 inflight.remaining = len(result.frames)
-                for frame in result.frames:
-                    self.batcher.put(FrameItem(inflight, frame.pts_ms, frame.pixels))
-
-    def _rebuild_pool(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = self._new_pool()
-        for pending in self.queues.values():
-            for inflight in pending:
-                future = inflight.future
-                if future is not None and future.done() and not future.cancelled() and isinstance(future.exception(), cf.process.BrokenProcessPool):
-                    inflight.attempts += 1
-                    inflight.future = self.pool.submit(decode_segment, self._decode_request(inflight.message))
+                start = msg.segment_start_ms if msg.timed else 0
+                for index, frame in enumerate(result.frames):
+                    self.batcher.put(FrameItem(inflight, index, frame.pts_ms - (start or 0), frame.pixels))
 
     # --- dead letters ----------------------------------------------------------------
+
+    def _reject(self, inflight: InFlight, error_type: str, error: str) -> None:
+        """From the inference thread: the message's frames cannot be written; dead-letter it."""
+        inflight.rejected = True
+        self.rejections.put((inflight, error_type, error))
+
+    def _take_rejections(self) -> None:
+        while True:
+            try:
+                inflight, error_type, error = self.rejections.get_nowait()
+            except queue.Empty:
+                return
+            msg = inflight.message
+            key = (msg.topic, msg.partition)
+            with self._epoch_lock:
+                ours = self.epochs.get(key, 0) == inflight.epoch and key in self.offsets.partitions
+            if ours:
+                self._dead_letter_message(msg, error_type, error)
+                self.offsets.mark_done(msg.topic, msg.partition, msg.offset)
 
     def _dead_letter(self, record: Any, tp: TopicPartition, error_type: str, error: str) -> None:
         self._send_dlq(record.key, record.value, record.headers, tp.topic, tp.partition, record.offset, error_type, error)
@@ -302,109 +417,51 @@ class Worker:
 
     def _send_dlq(self, key: bytes | None, value: bytes | None, headers: Any, topic: str, partition: int, offset: int,
                   error_type: str, error: str) -> None:
+        """Copy a message to the DLQ and wait for the broker's ack (its offset is committed right
+        after). Retriable errors are retried for ``kafka.dlq_timeout_s``; a copy the DLQ refuses as
+        too large is written as an envelope; anything else raises :class:`DeadLetterFailed`."""
         assert self.producer is not None
+        value = value or b""
         dlq_headers = contracts.dlq_headers(error_type, error, topic, partition, offset, headers)
-        delay = 0.2
+        deadline = time.monotonic() + self.settings.kafka.dlq_timeout_s
+        delay, trimmed = 0.2, False
         while True:
             try:
-                # Wait for the broker's ack: the offset is committed right after, so the copy must exist.
-                self.producer.send(self.settings.kafka.dlq_topic, key=key, value=value or b"", headers=dlq_headers).get(timeout=10)
+                self.producer.send(self.settings.kafka.dlq_topic, key=key, value=value, headers=dlq_headers).get(timeout=10)
                 break
+            except MessageSizeTooLargeError as exc:
+                if trimmed:
+                    raise DeadLetterFailed(f"the dead-letter topic refuses even the trimmed copy of {topic}/{partition}@{offset}: {exc}") from None
+                value, dlq_headers = dlq_envelope(value, dlq_headers)
+                trimmed = True
+                self.metrics.dlq_envelopes.inc()
+                log.warning("dead letter too large for the DLQ: writing its envelope", error=str(exc)[:200], partition=partition, offset=offset)
             except KafkaError as exc:
-                if self.hard_stop.is_set():
-                    raise
+                if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
+                    raise DeadLetterFailed(f"the dead-letter topic refused {topic}/{partition}@{offset}: {exc.__class__.__name__}: {exc}") from None
+                if self.hard_stop.is_set() or time.monotonic() > deadline:
+                    raise DeadLetterFailed(f"dead-letter writes failing for {self.settings.kafka.dlq_timeout_s:.0f} s: {exc}") from None
                 log.warning("dead-letter write failed, retrying", error=str(exc), topic=topic, partition=partition, offset=offset)
-                time.sleep(delay)
+                self.health.tick()
+                self.hard_stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         self.metrics.dlq.labels(error_type).inc()
         self.metrics.messages.labels("dead-lettered").inc()
         stream = key.decode("utf-8", "replace")[:80] if key else None
         log.warning("message dead-lettered", error_type=error_type, error=error[:200], stream=stream, partition=partition, offset=offset)
 
-    # --- inference thread ------------------------------------------------------------
-
-    def _inference_loop(self) -> None:
-        while True:
-            batch = self.batcher.next_batch(timeout=0.2)
-            self.metrics.queue_depth.labels("batcher").set(len(self.batcher))
-            if batch is None:
-                if self.batcher.closed:
-                    return
-                continue
-            batch = [item for item in batch if self._current(item.inflight)]
-            if not batch:
-                continue
-            started = time.monotonic()
-            if self.settings.faults.infer_delay_ms:
-                self.hard_stop.wait(self.settings.faults.infer_delay_ms / 1000)
-            probabilities = self.engine.infer(np.stack([item.pixels for item in batch]))
-            self.metrics.inference_seconds.observe(time.monotonic() - started)
-            self.metrics.batch_size.observe(len(batch))
-            violent = probabilities[:, self.engine.violent_index]
-            if not self._publish(batch, violent):
-                return
-            now = time.time()
-            for item in batch:
-                item.inflight.remaining -= 1
-                if item.inflight.remaining == 0:
-                    self.completions.put(item.inflight)
-                    produced = item.inflight.message.produced_at_ms
-                    if produced:
-                        self.metrics.e2e_seconds.observe(max(0.0, now - produced / 1000))
+    # --- inference side ----------------------------------------------------------------
 
     def _current(self, inflight: InFlight) -> bool:
         key = (inflight.message.topic, inflight.message.partition)
         with self._epoch_lock:
-            return self.epochs.get(key, 0) == inflight.epoch and key in self.offsets.partitions
+            return not inflight.rejected and self.epochs.get(key, 0) == inflight.epoch and key in self.offsets.partitions
 
-    def _publish(self, batch: list[FrameItem], violent: np.ndarray) -> bool:
-        """Score and write one batch; retries until Redis takes it. False when stopping hard."""
+    def _take_invalidations(self) -> tuple[bool, set[str]]:
         with self._epoch_lock:
-            forget, self._revoked_streams = self._revoked_streams, set()
-        for stream_id in forget:
-            self.scorer.forget(stream_id)
-        delay = 0.1
-        scored: list[ScoredFrame] | None = None
-        while not self.hard_stop.is_set():
-            try:
-                if scored is None:
-                    scored = self._score(batch, violent)
-                self.publisher.write(scored)
-                if not self.redis_ok:
-                    log.info("Redis writes recovered")
-                self.redis_ok = True
-                self.metrics.frames_scored.inc(len(scored))
-                self.totals["scored_frames"] += len(scored)
-                for item in scored:
-                    if item.score.alert_event:
-                        self.metrics.alerts.labels(item.score.alert_event).inc()
-                        log.info("alert", alert=item.score.alert_event, stream=item.score.stream_id, ema=round(item.score.ema, 3),
-                                 pts_ms=item.score.pts_ms, partition=item.partition, offset=item.offset)
-                return True
-            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-                self.redis_ok = False
-                self.metrics.redis_errors.inc()
-                log.warning("Redis write failed, retrying", error=str(exc), retry_in_s=round(delay, 2), frames=len(batch))
-                self.hard_stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-        return False
-
-    def _score(self, batch: list[FrameItem], violent: np.ndarray) -> list[ScoredFrame]:
-        scored = []
-        for item, probability in zip(batch, violent, strict=True):
-            msg = item.inflight.message
-            if not self.scorer.knows(msg.stream_id):
-                state = self.publisher.read_state(msg.stream_id)
-                if state:
-                    self.scorer.restore(msg.stream_id, float(state.get(contracts.F_EMA, 0.0)), int(state.get(contracts.F_PTS_MS, 0)),
-                                        state.get(contracts.F_ALERT) == "1", int(state.get(contracts.F_FRAMES, 0)))
-            frame_score = self.scorer.update(msg.stream_id, item.pts_ms, float(probability))
-            if frame_score is None:
-                self.metrics.frames_replayed.inc()
-                self.totals["replayed_frames"] += 1
-                continue
-            scored.append(ScoredFrame(frame_score, msg.partition, msg.offset))
-        return scored
+            forget_all, streams = self._forget_all, self._revoked_streams
+            self._forget_all, self._revoked_streams = False, set()
+        return forget_all, streams
 
     # --- commits and flow control ----------------------------------------------------
 
@@ -437,6 +494,10 @@ class Worker:
         for (topic, partition), offset in ready.items():
             log.debug("committed" if wait else "commit sent", topic=topic, partition=partition, offset=offset)
 
+    @property
+    def redis_ok(self) -> bool:
+        return self.inference is None or self.inference.redis_ok
+
     def _backpressure(self) -> None:
         assert self.consumer is not None
         b = self.settings.batch
@@ -454,10 +515,13 @@ class Worker:
             log.info("backpressure: partitions resumed")
         assigned = len(self.consumer.assignment())
         broker_ok = self._broker_connected()
-        ready = assigned > 0 and self.redis_ok and broker_ok
+        # A member with no partitions is ready: more replicas than partitions, or a surge pod of a
+        # rolling update, must not hold the rollout back.
+        ready = self.redis_ok and broker_ok and self.failed is None
         self.health.ready = ready
-        self.health.reason = ("ok" if ready else "broker unreachable" if not broker_ok else
-                              "no partitions assigned" if assigned == 0 else "Redis writes failing")
+        self.health.reason = (self.failed if self.failed else "broker unreachable" if not broker_ok else
+                              "Redis writes failing" if not self.redis_ok else
+                              "ok" if assigned else "ok (no partitions assigned: an idle member of the group)")
         self.metrics.ready.set(int(ready))
 
     _broker_checked_at = 0.0
@@ -488,6 +552,13 @@ class Worker:
         self.paused = True
         self.metrics.paused.set(1)
 
+    def _drop_lag_series(self, keys: set[tuple[str, int]]) -> None:
+        """A moved partition's lag is its new owner's to report; a frozen series here would be summed twice."""
+        for topic, partition in keys:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(topic, str(partition))
+        self._lag_series = self._lag_series - keys
+
     def _update_lag(self) -> None:
         assert self.consumer is not None
         for tp in self.consumer.assignment():
@@ -499,12 +570,14 @@ class Worker:
             except KafkaError:
                 continue
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+            self._lag_series = self._lag_series | {(tp.topic, tp.partition)}
 
     # --- rebalance (called inside poll, on the main thread) ---------------------------
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in revoked}
         self._pump_decodes()
+        self._take_rejections()
         self._finish_completed()
         # kafka-python 3 runs this callback on its network thread, where a blocking commit() is
         # refused; commit_async() queues the commit ahead of the rejoin. If it is lost, the new
@@ -525,11 +598,12 @@ class Worker:
             for key in keys:
                 self.epochs[key] = self.epochs.get(key, 0) + 1
                 for inflight in self.queues.pop(key, deque()):
-                    if inflight.future is not None:
-                        inflight.future.cancel()
+                    if self.pool is not None:
+                        self.pool.cancel(inflight.job)
                     streams.add(inflight.message.stream_id)
                 self.offsets.forget(*key)
             self._revoked_streams |= streams
+        self._drop_lag_series(keys)
         dropped = self.batcher.drop(lambda item: (item.inflight.message.topic, item.inflight.message.partition) in keys)
         log.info("partitions revoked", partitions=sorted(p for _, p in keys), dropped_frames=dropped)
         self.metrics.assigned.set(len(self.consumer.assignment()) - len(keys) if self.consumer else 0)
@@ -540,10 +614,27 @@ class Worker:
             if offset is not None and self.consumer is not None:
                 self.consumer.seek(tp, offset)  # local: allowed on the network thread
         self._resume_from.clear()  # partitions that went elsewhere resume from their commits there
+        with self._epoch_lock:
+            # Another worker may have written these partitions' streams meanwhile: read them again.
+            self._forget_all = True
+        owned = {(tp.topic, tp.partition) for tp in assigned}
+        self._drop_lag_series({key for key in self._lag_series if key not in owned})
         self.paused = False
         self.metrics.paused.set(0)
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+def dlq_envelope(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A dead letter too large for the DLQ, trimmed: the first bytes of the value, its size and
+    sha256, and the headers (each value cut to 1 KiB, at most 64 of them)."""
+    kept = [(k, v[:1024]) for k, v in headers[-64:]]
+    return value[:DLQ_ENVELOPE_BYTES], [
+        *kept,
+        (contracts.DLQ_TRIMMED, b"1"),
+        (contracts.DLQ_ORIGINAL_SIZE, str(len(value)).encode()),
+        (contracts.DLQ_ORIGINAL_SHA256, hashlib.sha256(value).hexdigest().encode()),
+    ]
 
 
 def decode_request(settings: FrameWatchSettings, engine: Engine, payload: bytes, content_type: str | None,
@@ -556,22 +647,8 @@ def decode_request(settings: FrameWatchSettings, engine: Engine, payload: bytes,
         payload=payload, content_type=content_type, width=width, height=height,
         interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps, keyframes_only=d.keyframes_only,
         segment_start_ms=segment_start_ms, limits=DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds), hwaccel=d.hwaccel,
-        segment_duration_ms=segment_duration_ms, strict=d.strict,
+        segment_duration_ms=segment_duration_ms, strict=d.strict, truncation_tolerance_ms=d.truncation_tolerance_ms,
     )
-
-
-def _decoder_process_init(max_memory_mb: int = 0) -> None:
-    # Ctrl-C and SIGTERM reach the whole process group; decoders must outlive them so the parent
-    # can drain, and the parent shuts them down itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if max_memory_mb:
-        import resource
-
-        # A decompression bomb then fails its allocation (an FFmpeg error or MemoryError, hence a
-        # dead letter) instead of taking the host's memory; a crash is retried once, then quarantined.
-        limit = max_memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def run_worker(settings: FrameWatchSettings) -> int:
@@ -583,5 +660,4 @@ def run_worker(settings: FrameWatchSettings) -> int:
     worker = Worker(settings, engine)
     worker.install_signal_handlers()
     log.info("starting", pid=os.getpid())
-    worker.run()
-    return 0
+    return worker.run()

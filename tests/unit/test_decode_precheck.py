@@ -29,11 +29,23 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding() -> None:
 def test_mpegts_framing() -> None:
     payload, content_type = encode_segment([np.zeros((32, 32, 3), np.uint8)] * 4, 10.0, "mpegts")
     precheck(DecodeRequest(payload, content_type, 8, 8))
-    cases = {"truncated": payload[:-5], "not-media": b"\x00" + payload[1:], "decode-error": payload[:188] + b"\x00" + payload[189:]}
+    cases = {"not-media": b"\x00" + payload[1:], "decode-error": payload[:188] + b"\x00" + payload[189:]}
     for error_type, damaged in cases.items():
         with pytest.raises(DecodeError) as raised:
             precheck(DecodeRequest(damaged, content_type, 8, 8))
         assert raised.value.error_type == error_type
+    precheck(DecodeRequest(payload[:-5], content_type, 8, 8))  # cut inside a packet: decoded up to it (below)
+
+
+def test_a_segment_cut_short_keeps_its_decoded_frames() -> None:
+    from worker.decode import decode_segment
+
+    frames = [np.full((32, 32, 3), 6 * i, np.uint8) for i in range(40)]
+    payload, content_type = encode_segment(frames, 10.0, "mpegts")
+    whole = decode_segment(DecodeRequest(payload, content_type, 8, 8, segment_start_ms=0, segment_duration_ms=4000))
+    assert whole.truncated is None and [f.pts_ms for f in whole.frames] == [0, 1000, 2000, 3000]
+    cut = decode_segment(DecodeRequest(payload[: len(payload) // 2 - 7], content_type, 8, 8, segment_start_ms=0, segment_duration_ms=4000))
+    assert cut.truncated and cut.frames and [f.pts_ms for f in cut.frames] == [0, 1000, 2000, 3000][: len(cut.frames)]
 
 
 def test_passwords_in_urls_are_masked() -> None:
