@@ -32,7 +32,9 @@ from engines.manifest import (
 )
 from training.train import Preprocess, load_image_classifier
 
-PARITY_TOLERANCE = 1e-4
+# On probabilities. 1e-4 failed once at 1.1e-4 (MobileOne's BatchNorm folded into its convs, oneDNN
+# off); a wrong mean, std or channel order moves them by 1e-2 and more.
+PARITY_TOLERANCE = 5e-4
 PARITY_IMAGES = 32
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"

@@ -89,7 +89,7 @@ def state_fields(state: StreamState) -> dict[str, str]:
         c.F_FRAMES: str(state.frames), c.F_ALERT: str(int(state.alert)), c.F_BROADCAST: state.broadcast,
         c.F_BROADCAST_SEQ: str(state.broadcast_seq), c.F_BROADCAST_FROM_HEADER: str(int(state.broadcast_from_header)),
         c.F_POSITIONS: json.dumps({str(p): list(v) for p, v in sorted(state.positions.items())}, separators=(",", ":")),
-        c.F_MESSAGE: "" if state.message is None else f"{state.message[0]}:{state.message[1]}",
+        c.F_MESSAGE: "" if state.message is None else ":".join(str(v) for v in state.message),
         c.F_MESSAGE_BASE_MS: str(state.message_base_ms), c.F_END_MS: "" if state.end_ms is None else str(state.end_ms),
         c.F_LAST_PARTITION: "" if state.last_partition is None else str(state.last_partition),
     }
@@ -146,8 +146,8 @@ def parse_state(raw: dict[str, str]) -> tuple[StreamState, list[str]]:
     message = raw.get(c.F_MESSAGE) or ""
     if message:
         try:
-            partition, offset = message.split(":")
-            state.message = (int(partition), int(offset))
+            partition, offset, record_ts = message.split(":")
+            state.message = (int(partition), int(offset), int(record_ts))
         except ValueError:
             bad.append(c.F_MESSAGE)
     state.message_base_ms = read(c.F_MESSAGE_BASE_MS, int) or 0

@@ -82,7 +82,7 @@ class StreamState:
     last_partition: int | None = None
     # The message being scored: (partition, offset) and the stream time it starts at, so that a
     # message written in part before a crash keeps the same times when it is read again.
-    message: tuple[int, int] | None = None
+    message: tuple[int, int, int] | None = None  # (partition, offset, record timestamp)
     message_base_ms: int = 0
     end_ms: int | None = None  # where the next untimed message may start
     touched_at: float = 0.0  # monotonic clock of the last update (for forgetting quiet streams)
@@ -148,13 +148,14 @@ class Scoring:
         events: list[AlertEvent] = []
         if state.frames == 0 and msg.broadcast is not None and not state.broadcast_from_header:
             state.broadcast, state.broadcast_from_header = msg.broadcast, True  # a new stream adopts the producer's name
-        if state.message != (msg.partition, msg.offset):
+        identity = (msg.partition, msg.offset, msg.record_ts_ms)
+        if state.message != identity:
             base = self._message_base(state, msg)
             if self._new_broadcast(state, msg, base):
                 if state.alert:
                     events.append(AlertEvent(ALERT_CLEAR, REASON_NEW_BROADCAST, state.broadcast))
                 self._start_broadcast(state, msg)
-            state.message, state.message_base_ms = (msg.partition, msg.offset), base
+            state.message, state.message_base_ms = identity, base
         pts_ms = state.message_base_ms + offset_ms
         late = state.last_pts_ms is not None and pts_ms < state.last_pts_ms
         if state.ema is None or state.last_pts_ms is None:

@@ -76,8 +76,6 @@ def hostile_messages() -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]
         return headers if content_type else headers[1:]
 
     return [
-        ("truncated", b"trunc-ts", ts[: len(ts) * 3 // 5], h(ts_type, 2000)),
-        ("truncated", b"trunc-ts-aligned", ts[: len(ts) // 2 // 188 * 188], h(ts_type, 2000)),
         ("decode-error", b"trunc-mp4", mp4[: len(mp4) * 3 // 5], h(mp4_type, 2000)),
         ("decode-error", b"trunc-webm", webm[: len(webm) * 3 // 10], h(webm_type, 2000)),
         ("decode-error", b"bitflip-ts", flip_bits(ts), h(ts_type, 2000)),
@@ -99,10 +97,19 @@ def hostile_messages() -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]
     ]
 
 
+def truncated_messages() -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """MPEG-TS cut short (inside a packet, and on a packet boundary): what decodes is scored."""
+    ts, ts_type = encode_segment(clip(7, violent=True), 10.0, "mpegts")
+    headers = contracts.segment_headers(ts_type, segment_start_ms=0, segment_duration_ms=2000)
+    return [(b"trunc-ts", ts[: len(ts) * 3 // 5], headers), (b"trunc-ts-aligned", ts[: len(ts) // 2 // 188 * 188], headers)]
+
+
 def test_every_hostile_message_is_dead_lettered_and_good_ones_are_scored(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
     client = redis.Redis.from_url(lane.redis_url)
     cases = hostile_messages()
     prod = producer(lane)
+    for key, value, headers in truncated_messages():
+        prod.send(lane.topic, key=key, value=value, headers=headers, partition=1)
     good = clip(3, violent=False)
     sent_good = 0
     for index, (_, key, value, headers) in enumerate(cases):
@@ -123,6 +130,11 @@ def test_every_hostile_message_is_dead_lettered_and_good_ones_are_scored(lane: L
     finally:
         worker.stop()
     assert worker.process.returncode == 0
+    # Truncated segments keep their good frames: scored, not dead-lettered.
+    for key, _, _ in truncated_messages():
+        pts = history_pts(client, lane, key.decode())
+        assert pts and set(pts) <= {0, 1000}, f"{key!r}: {pts}"
+    assert all(dict(r.headers)["source-partition"] == b"0" for r in dead)
     got = {int(dict(r.headers)["source-offset"]): dict(r.headers)["error-type"].decode() for r in dead}
     want = {2 * i + 1: case[0] for i, case in enumerate(cases)}
     mismatched = {cases[(o - 1) // 2][1]: (want[o], got.get(o)) for o in want if got.get(o) != want[o]}

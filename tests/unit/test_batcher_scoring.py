@@ -167,6 +167,8 @@ def test_a_recreated_topic_is_not_a_replay() -> None:
     frame(scorer, timed(500, 0, ts=1_000), 0, 0, 0.5)
     assert scorer.update("s", timed(500, 0, ts=1_000), 0, 0, 0.5) == SKIP_REPLAY
     assert isinstance(scorer.update("s", timed(3, 2000, ts=9_000), 0, 0, 0.5), FrameScore)  # offsets restarted, newer record
+    again = scorer.update("s", MessageTime(0, 500, 12_000, start_ms=6000, duration_ms=2000), 0, 0, 0.5)
+    assert isinstance(again, FrameScore) and again.pts_ms == 6000 and not again.late  # the old message's times are not reused
 
 
 def test_scoring_is_kept_only_on_commit() -> None:
@@ -185,7 +187,7 @@ def test_scoring_is_kept_only_on_commit() -> None:
 def test_state_restored_from_redis_continues_the_ema_and_skips_written_frames() -> None:
     scorer = StreamScorer(ScoringParams(ema_half_life_s=10))
     scorer.restore("s", StreamState(ema=1.0, last_pts_ms=5000, alert=True, frames=12, positions={0: (7, 1, -1)},
-                                    last_partition=0, message=(0, 7), message_base_ms=4000))
+                                    last_partition=0, message=(0, 7, -1), message_base_ms=4000))
     assert scorer.update("s", timed(7, 4000), 1, 1000, 0.0) == SKIP_REPLAY
     out = frame(scorer, timed(8, 15_000), 0, 0, 0.0)
     assert out.ema == pytest.approx(0.5) and out.alert
