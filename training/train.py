@@ -112,7 +112,7 @@ def setup_runtime(requested: str) -> Runtime:
     if os.environ.get("FRAMEWATCH_CPU_ONEDNN", "1") == "0":
         # torch 2.14.1's CPU oneDNN kernels abort now and then with heap corruption ("double free",
         # "invalid pointer") in training (docs/training.md); without them it runs, ~1.7x slower.
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if requested == "auto":
