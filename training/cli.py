@@ -30,6 +30,7 @@ def _train(args: argparse.Namespace) -> int:
         patience=args.patience, seed=args.seed, teacher=args.teacher, max_bad_fraction=args.max_bad_fraction,
         device=args.device, resume=args.resume, progress=not args.quiet,
         distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
+        threshold_rule=args.threshold_rule, threshold_target=args.threshold_target, positive_label=args.positive_label,
     )
     try:
         summary = train(cfg)
@@ -37,8 +38,13 @@ def _train(args: argparse.Namespace) -> int:
         print(f"framewatch train: {exc}", file=sys.stderr)
         return 2
     test = summary["splits"].get("test", {})
-    print(f"{summary['variant']}: test F1 {test.get('f1', float('nan')):.3f}, ROC-AUC {test.get('roc_auc', float('nan')):.3f}, "
-          f"threshold {summary['threshold']:.3f} (chosen on val), {summary['train_seconds']} s → {args.out}")
+    point = summary["operating_point"]
+    print(f"{summary['variant']}: test accuracy {test.get('accuracy', float('nan')):.3f} (majority class "
+          f"{test.get('majority_accuracy', float('nan')):.3f}), F1 {test.get('f1', float('nan')):.3f}, ROC-AUC "
+          f"{test.get('roc_auc', float('nan')):.3f}; threshold {summary['threshold']:.3f} chosen on val by rule "
+          f"{point['rule']} {point['target']}, {summary['train_seconds']} s → {args.out}")
+    for warning in point["warnings"]:
+        print(f"framewatch train: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -53,8 +59,11 @@ def _report(args: argparse.Namespace) -> int:
 def _clip(args: argparse.Namespace) -> int:
     from training.clip_zeroshot import evaluate_clip
 
-    prompts = args.prompt or None
-    result = evaluate_clip(args.data, args.model, prompts, args.image_size, args.split, args.out)
+    prompts: list[str] | dict[str, str] | None = None
+    if args.prompt:
+        named = [p.partition("=") for p in args.prompt]
+        prompts = {label: text for label, _, text in named} if all(sep for _, sep, _ in named) else list(args.prompt)
+    result = evaluate_clip(args.data, args.model, prompts, args.image_size, args.split, args.out, positive_label=args.positive_label)
     metrics = result["splits"][args.split]
     print(f"CLIP zero-shot ({args.model}) on {args.split}: F1 {metrics['f1']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}")
     return 0
@@ -125,6 +134,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     tr.add_argument("--distill-alpha", type=float, default=0.5, help="distill: weight of the hard-label loss")
     tr.add_argument("--distill-temperature", type=float, default=2.0)
     tr.add_argument("--max-bad-fraction", type=float, default=0.01, help="stop before training when more rows are bad")
+    tr.add_argument("--positive-label", default=None, metavar="NAME",
+                    help="the violent class's label, when the labels do not say it (default: dataset.json 'positive', "
+                    "else the one label named violent/violence)")
+    tr.add_argument("--threshold-rule", choices=["fpr", "precision", "f1"], default="fpr",
+                    help="how the operating point is chosen on val: fpr = the lowest threshold with at most TARGET false "
+                    "alarms (default, 0.05); precision = the lowest with precision at least TARGET (0.9); f1 = the F1 maximum")
+    tr.add_argument("--threshold-target", type=float, default=None, metavar="TARGET", help="the rule's target (see --threshold-rule)")
     tr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -147,7 +163,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     clip.add_argument("--data", type=Path, required=True)
     clip.add_argument("--model", default="openai/clip-vit-base-patch16", help="CLIP name or local folder")
-    clip.add_argument("--prompt", action="append", help="one per class, in label order (repeat the flag)")
+    clip.add_argument("--prompt", action="append", metavar="LABEL=PROMPT",
+                      help="a class's prompt, by label name (repeat the flag); default: the paper's prompts bound by class "
+                      "('a violative photo' for the violent class, 'a in-game photo' for the others)")
+    clip.add_argument("--positive-label", default=None, metavar="NAME", help="the violent class's label (see train --help)")
     clip.add_argument("--image-size", type=int, default=224)
     clip.add_argument("--split", default="test")
     clip.add_argument("--out", type=Path, default=None, help="write a run folder with metrics.json for `framewatch report`")

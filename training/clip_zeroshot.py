@@ -1,7 +1,9 @@
 """CLIP zero-shot baseline of the paper: one text prompt per class, highest similarity wins.
 
 The paper's prompts are "a in-game photo" (non-violent) and "a violative photo" (violent);
-ViT-B/16 was its best CLIP. The model is any Hugging Face CLIP by name or local folder.
+ViT-B/16 was its best CLIP. Prompts are bound to class names (:func:`prompts_for`): with labels
+``["violent", "non-violent"]`` a positional binding would score the violent class with the calm
+prompt and report 1 − AUC. The model is any Hugging Face CLIP by name or local folder.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import numpy as np
 import torch
 
 from training.data import load_dataset
-from training.metrics import best_f1_threshold, binary_metrics
+from training.metrics import binary_metrics, choose_threshold
 
-PAPER_PROMPTS = ["a in-game photo", "a violative photo"]
+# The paper's prompts, by what they describe: bound to the classes by name, never by position.
+PAPER_PROMPT_VIOLENT = "a violative photo"
+PAPER_PROMPT_CALM = "a in-game photo"
 
 
 @torch.no_grad()
@@ -48,24 +52,41 @@ def _as_tensor(features: Any) -> torch.Tensor:
     return features.pooler_output if getattr(features, "pooler_output", None) is not None else features[0]
 
 
-def evaluate_clip(data: Path, model_name: str, prompts: list[str] | None, image_size: int, split: str = "test", out: Path | None = None) -> dict[str, Any]:
-    dataset = load_dataset(data, image_size)
-    prompts = prompts or PAPER_PROMPTS
-    if len(prompts) != len(dataset.labels):
-        raise ValueError(f"give one prompt per class ({dataset.labels}), got {len(prompts)}")
+def prompts_for(labels: list[str], violent_index: int, prompts: list[str] | dict[str, str] | None = None) -> list[str]:
+    """One prompt per class, in label order. ``prompts`` maps label names to prompts, or lists
+    them in label order; by default the violent class gets the paper's "a violative photo" and
+    every other class "a in-game photo", whatever the order of the labels."""
+    if prompts is None:
+        return [PAPER_PROMPT_VIOLENT if i == violent_index else PAPER_PROMPT_CALM for i in range(len(labels))]
+    if isinstance(prompts, dict):
+        missing = [name for name in labels if name not in prompts]
+        if missing:
+            raise ValueError(f"no prompt for label(s) {missing}; labels are {labels}")
+        return [prompts[name] for name in labels]
+    if len(prompts) != len(labels):
+        raise ValueError(f"give one prompt per class, in label order {labels}, got {len(prompts)}")
+    return list(prompts)
+
+
+def evaluate_clip(data: Path, model_name: str, prompts: list[str] | dict[str, str] | None, image_size: int, split: str = "test",
+                  out: Path | None = None, positive_label: str | None = None) -> dict[str, Any]:
+    dataset = load_dataset(data, image_size, positive_label=positive_label)
     violent = dataset.violent_index
+    bound = prompts_for(dataset.labels, violent, prompts)
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in ("val", split):
-        probs = clip_scores(model_name, dataset[name].images, prompts)
+        probs = clip_scores(model_name, dataset[name].images, bound)
         scores[name] = ((dataset[name].labels == violent).astype(np.int64), probs[:, violent])
-    threshold = best_f1_threshold(*scores["val"])
+    point = choose_threshold(*scores["val"])
+    threshold = point.threshold
     result: dict[str, Any] = {
-        "mode": "clip", "variant": f"CLIP zero-shot ({Path(model_name).name})", "deployed_inputs": "image", "prompts": prompts,
-        "threshold": threshold, "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()},
+        "mode": "clip", "variant": f"CLIP zero-shot ({Path(model_name).name})", "deployed_inputs": "image",
+        "prompts": dict(zip(dataset.labels, bound, strict=True)), "threshold": threshold, "operating_point": point.to_json(),
+        "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()},
         "labels": dataset.labels, "violent_index": violent,
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-        (out / "config.json").write_text(json.dumps({"mode": "clip", "model": model_name, "data": str(data), "prompts": prompts}, indent=2) + "\n")
+        (out / "config.json").write_text(json.dumps({"mode": "clip", "model": model_name, "data": str(data), "prompts": result["prompts"]}, indent=2) + "\n")
     return result

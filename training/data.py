@@ -3,15 +3,24 @@
 ::
 
     DATA/
-      dataset.json            optional: {"labels": ["non-violent", "violent"]}
-      train/metadata.jsonl    one JSON object a line: file_name, text, label
+      dataset.json            optional: {"labels": ["non-violent", "violent"], "positive": "violent"}
+      train/metadata.jsonl    one JSON object a line: file_name, text, label, optional group
       train/*.png|jpg|webp
       val/ …                  optional: carved from train with a fixed seed when missing
       test/ …
 
 ``label`` is 0/1 or a name from ``dataset.json``'s ``labels``. Images are decoded as RGB.
 Bad rows are reported with split and line number; loading stops when more than
-``max_bad_fraction`` of a split is bad.
+``max_bad_fraction`` of a split is bad. ``text`` may be empty (an untitled stream).
+
+**The positive (violent) class** is stated, never guessed: ``--positive-label``, else
+``dataset.json``'s ``positive``, else the one label whose name, lower-cased and stripped of all
+but letters, is ``violent`` or ``violence`` (so ``["Violence", "NonViolence"]`` gives
+``Violence``). Anything else is refused with the labels named: a wrong positive class would
+make the worker flag calm streams.
+
+``group`` (a stream or clip id) keeps related frames together when validation is carved from
+train, so frames of one clip never land on both sides.
 """
 
 from __future__ import annotations
@@ -51,12 +60,15 @@ class SplitData:
     texts: list[str]
     labels: np.ndarray  # int64 N
     files: list[str] = field(default_factory=list)
+    groups: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray, name: str) -> SplitData:
-        return SplitData(name, self.images[indices], [self.texts[i] for i in indices], self.labels[indices], [self.files[i] for i in indices])
+        groups = [self.groups[i] for i in indices] if self.groups else []
+        return SplitData(name, self.images[indices], [self.texts[i] for i in indices], self.labels[indices],
+                         [self.files[i] for i in indices], groups)
 
 
 @dataclass
@@ -73,16 +85,41 @@ class Dataset:
 
 
 def read_labels(root: Path) -> list[str]:
+    return read_meta(root)[0]
+
+
+def read_meta(root: Path) -> tuple[list[str], str | None]:
+    """(labels, the positive label if dataset.json states it)."""
     meta = root / "dataset.json"
     if not meta.exists():
-        return list(DEFAULT_LABELS)
+        return list(DEFAULT_LABELS), None
     try:
-        labels = json.loads(meta.read_text())["labels"]
+        data = json.loads(meta.read_text())
+        labels = data["labels"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{meta} must be a JSON object with a 'labels' list ({exc})") from None
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise DataError(f"{meta}: 'labels' must list at least two class names")
-    return labels
+    positive = data.get("positive")
+    if positive is not None and not isinstance(positive, str):
+        raise DataError(f"{meta}: 'positive' must be one of the labels {labels}")
+    return labels, positive
+
+
+POSITIVE_NAMES = frozenset({"violent", "violence"})
+
+
+def positive_index(labels: list[str], stated: str | None = None, source: str = "--positive-label") -> int:
+    """The index of the violent class: stated, or inferred when exactly one label is named so."""
+    if stated is not None:
+        if stated not in labels:
+            raise DataError(f"{source} {stated!r} is not one of the labels {labels}")
+        return labels.index(stated)
+    matches = [i for i, name in enumerate(labels) if "".join(ch for ch in name.lower() if ch.isalpha()) in POSITIVE_NAMES]
+    if len(matches) != 1:
+        raise DataError(f"cannot tell which label is the violent class among {labels}: state it with --positive-label NAME "
+                        "or \"positive\": NAME in dataset.json")
+    return matches[0]
 
 
 def _label_index(raw: object, labels: list[str]) -> int | None:
@@ -116,6 +153,7 @@ def read_split(root: Path, split: str, labels: list[str], image_size: int) -> tu
     texts: list[str] = []
     targets: list[int] = []
     files: list[str] = []
+    groups: list[str | None] = []
     bad: list[BadRow] = []
     rows = 0
     for number, line in enumerate(meta.read_text().splitlines(), start=1):
@@ -134,9 +172,10 @@ def read_split(root: Path, split: str, labels: list[str], image_size: int) -> tu
         if not isinstance(file_name, str) or not file_name:
             bad.append(BadRow(split, number, "missing file_name"))
             continue
-        if not isinstance(text, str) or not text.strip():
-            bad.append(BadRow(split, number, f"missing text for {file_name}"))
+        if not isinstance(text, str):
+            bad.append(BadRow(split, number, f"missing text for {file_name} (an untitled stream is \"text\": \"\")"))
             continue
+        group = row.get("group")
         index = _label_index(raw_label, labels)
         if index is None:
             bad.append(BadRow(split, number, f"unknown label {raw_label!r} (labels: {labels})"))
@@ -157,30 +196,50 @@ def read_split(root: Path, split: str, labels: list[str], image_size: int) -> tu
         texts.append(text)
         targets.append(index)
         files.append(file_name)
+        groups.append(None if group is None else str(group))
     empty = np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
-    data = SplitData(split, np.stack(images) if images else empty, texts, np.asarray(targets, dtype=np.int64), files)
+    data = SplitData(split, np.stack(images) if images else empty, texts, np.asarray(targets, dtype=np.int64), files, groups)
     return data, bad, rows
 
 
 def carve_validation(train: SplitData, fraction: float = VAL_FRACTION, seed: int = VAL_SEED) -> tuple[SplitData, SplitData]:
-    """Stratified, seeded split of train into (train, val). Never touches test."""
+    """Stratified, seeded split of train into (train, val). Never touches test. Rows with a
+    ``group`` move together (a clip's frames stay on one side); the rest move one by one."""
     rng = np.random.default_rng(seed)
+    units: dict[object, list[int]] = {}
+    for i in range(len(train)):
+        group = train.groups[i] if train.groups else None
+        units.setdefault(("group", group) if group is not None else ("row", i), []).append(i)
+    by_label: dict[int, list[list[int]]] = {}
+    for members in units.values():
+        majority = int(np.bincount(train.labels[members]).argmax())
+        by_label.setdefault(majority, []).append(members)
     val_idx: list[int] = []
-    for label in np.unique(train.labels):
-        members = np.flatnonzero(train.labels == label)
-        rng.shuffle(members)
-        val_idx.extend(members[: max(1, round(len(members) * fraction))].tolist())
+    for label in sorted(by_label):
+        members_list = by_label[label]
+        order = rng.permutation(len(members_list))
+        wanted = max(1, round(sum(len(m) for m in members_list) * fraction))
+        taken = 0
+        for j in order:
+            if taken >= wanted:
+                break
+            val_idx.extend(members_list[j])
+            taken += len(members_list[j])
     mask = np.zeros(len(train), dtype=bool)
     mask[val_idx] = True
     return train.subset(np.flatnonzero(~mask), "train"), train.subset(np.flatnonzero(mask), "val")
 
 
-def load_dataset(root: Path | str, image_size: int, max_bad_fraction: float = 0.01, splits: tuple[str, ...] = SPLITS) -> Dataset:
+def load_dataset(root: Path | str, image_size: int, max_bad_fraction: float = 0.01, splits: tuple[str, ...] = SPLITS,
+                 positive_label: str | None = None) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
-    labels = read_labels(root)
-    violent_index = labels.index(VIOLENT_LABEL) if VIOLENT_LABEL in labels else len(labels) - 1
+    labels, stated = read_meta(root)
+    if positive_label is not None:
+        violent_index = positive_index(labels, positive_label)
+    else:
+        violent_index = positive_index(labels, stated, source=f"{root / 'dataset.json'} 'positive'")
     loaded: dict[str, SplitData] = {}
     all_bad: list[BadRow] = []
     too_bad: list[str] = []
@@ -203,4 +262,10 @@ def load_dataset(root: Path | str, image_size: int, max_bad_fraction: float = 0.
     for name, data in loaded.items():
         if len(data) == 0:
             raise DataError(f"split {name} has no usable rows")
+    if "val" in loaded:
+        positives = int((loaded["val"].labels == violent_index).sum())
+        if positives == 0 or positives == len(loaded["val"]):
+            # Model selection and the threshold are chosen on val: with one class, neither can be.
+            raise DataError(f"split val has {positives} {labels[violent_index]!r} and {len(loaded['val']) - positives} other "
+                            "frame(s): it needs both classes to select a model and choose a threshold")
     return Dataset(root, labels, violent_index, loaded, all_bad, val_carved)

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ("precision", "recall", "accuracy", "f1", "roc_auc")
+METRICS = ("precision", "recall", "accuracy", "majority_accuracy", "f1", "roc_auc")
+# Runs averaged in one row must agree on these (a row is one setup over several seeds).
+SETUP_FIELDS = ("image_encoder", "image_size", "pretrained", "epochs", "adapt_epochs", "adapt_head_epochs", "batch_size", "lr",
+                "text_encoder", "text_max_length", "fusion", "fusion_dim", "dropout", "weight_decay", "threshold_rule",
+                "threshold_target", "distill_alpha", "distill_temperature", "data")
+
+
+class ReportError(ValueError):
+    """The runs cannot be reported together as given; the message says why."""
 ORDER = ["CLIP", "baseline", "guidance (text frozen)", "guidance (text trained)", "distill", "teacher (text frozen)", "teacher (text trained)"]
 
 
@@ -62,9 +70,17 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def _setup(config: dict[str, Any]) -> dict[str, Any]:
+    setup = {name: config.get(name) for name in SETUP_FIELDS}
+    if setup["data"] is not None:
+        setup["data"] = str(Path(setup["data"]).resolve())
+    return setup
+
+
 def collect(run_dirs: list[Path], measure: bool = True) -> dict[str, Any]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for run in run_dirs:
+    derived: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # a run named twice counts once
         metrics_path = run / "metrics.json"
         if not metrics_path.exists():
             raise FileNotFoundError(f"{run} has no metrics.json: is it a finished run?")
@@ -76,15 +92,27 @@ def collect(run_dirs: list[Path], measure: bool = True) -> dict[str, Any]:
             # A guidance (or self-taught distill) run's first stage *is* the teacher: the same
             # network, data, seed and schedule as `--mode teacher`, evaluated with text.
             variant = metrics["variant"].replace(metrics["mode"], "teacher", 1)
-            groups[variant].append({"run": run, "config": config, "metrics": {
+            derived[variant].append({"run": run, "config": config, "metrics": {
                 "variant": variant, "deployed_inputs": "image+text", "splits": teacher["splits"], "from_run_of": metrics["mode"]}})
+    for variant, entries in derived.items():
+        # The same model once: a teacher stage is added only for a seed that no teacher run (or an
+        # earlier derived stage) of the same setup already stands for.
+        for entry in entries:
+            taken = {(r["config"].get("seed"), json.dumps(_teacher_setup(r["config"]), sort_keys=True)) for r in groups[variant]}
+            if (entry["config"].get("seed"), json.dumps(_teacher_setup(entry["config"]), sort_keys=True)) not in taken:
+                groups[variant].append(entry)
+    for variant, runs in groups.items():
+        _check_comparable(variant, runs)
     rows = []
     for variant in sorted(groups, key=lambda v: (_order(v), v)):
         runs = groups[variant]
         row: dict[str, Any] = {"variant": variant, "runs": [str(r["run"]) for r in runs],
-                               "seeds": [r["config"].get("seed") for r in runs], "deployed_inputs": runs[0]["metrics"].get("deployed_inputs")}
+                               "seeds": [r["config"].get("seed") for r in runs], "deployed_inputs": runs[0]["metrics"].get("deployed_inputs"),
+                               "threshold_rule": (runs[0]["metrics"].get("operating_point") or {}).get("rule"),
+                               "threshold_warnings": sorted({w for r in runs for w in (r["metrics"].get("operating_point") or {}).get("warnings", [])})}
         for name in METRICS:
-            values = [float(r["metrics"]["splits"]["test"][name]) for r in runs if "test" in r["metrics"]["splits"]]
+            values = [float(r["metrics"]["splits"]["test"][name]) for r in runs
+                      if "test" in r["metrics"]["splits"] and name in r["metrics"]["splits"]["test"]]
             row[name] = {"mean": statistics.mean(values) if values else None,
                          "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
         if measure and row["deployed_inputs"] == "image" and (Path(runs[0]["run"]) / "model.pt").exists():
@@ -92,6 +120,31 @@ def collect(run_dirs: list[Path], measure: bool = True) -> dict[str, Any]:
         rows.append(row)
     return {"rows": rows, "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _teacher_setup(config: dict[str, Any]) -> dict[str, Any]:
+    # What makes a teacher stage the same model: everything but the adapt stage's settings.
+    setup = _setup(config)
+    for name in ("adapt_epochs", "adapt_head_epochs", "distill_alpha", "distill_temperature"):
+        setup.pop(name, None)
+    return setup
+
+
+def _check_comparable(variant: str, runs: list[dict[str, Any]]) -> None:
+    """Refuse a row that would average unlike runs, or count one seed twice."""
+    seeds = [r["config"].get("seed") for r in runs]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+    if repeated:
+        names = [str(r["run"]) for r in runs if r["config"].get("seed") in repeated]
+        raise ReportError(f"{variant}: seed(s) {repeated} appear in more than one run ({', '.join(names)}); a row averages "
+                          "independent seeds, so give each seed once")
+    setup_of = _teacher_setup if variant.startswith("teacher") else _setup
+    setups = [setup_of(r["config"]) for r in runs]
+    differing = sorted({k for setup in setups for k in setup if setup[k] != setups[0].get(k)})
+    if differing:
+        detail = "; ".join(f"{k}: {sorted({str(s.get(k)) for s in setups})}" for k in differing)
+        raise ReportError(f"{variant}: the runs differ in {detail}. A row averages seeds of one setup; report unlike runs "
+                          "separately")
 
 
 def plot_summary(report: dict[str, Any], path: Path) -> Path:
@@ -128,10 +181,12 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True) 
     plot_path = plot_summary(report, out.with_suffix(".png"))
     lines = [
         "# framewatch report", "",
-        f"Test split, threshold chosen on val. Mean ± std over the seeds of each variant. Latency: reparameterized image-only model "
+        f"Test split, threshold chosen on val by each run's rule ({_rules(report)}). \"majority class\" is the accuracy of always "
+        f"answering the larger class: an accuracy at or below it is no better than no model. Mean ± std over the seeds of each "
+        f"variant (each row one setup; seeds paired across rows: the same data order at the same seed). Latency: reparameterized image-only model "
         f"on this machine's CPU ({report['machine']['cpu']}), median of 10 timed runs after 3 warm-up runs.", "",
-        "| variant | seeds | precision | recall | accuracy | F1 | ROC-AUC | ms/image (batch 1) | ms/image (batch 32) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | seeds | precision | recall | accuracy | majority class | F1 | ROC-AUC | ms/image (batch 1) | ms/image (batch 32) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report["rows"]:
         latency = row.get("latency", {})
@@ -140,6 +195,9 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True) 
         seeds = ",".join(str(s) for s in row["seeds"] if s is not None) or "–"
         cells = [_fmt(row[m]["values"]) for m in METRICS]
         lines.append(f"| {row['variant']} | {seeds} | " + " | ".join(cells) + f" | {b1} | {b32} |")
+    warned = [(row["variant"], w) for row in report["rows"] for w in row.get("threshold_warnings", [])]
+    if warned:
+        lines += ["", "Operating-point warnings (validation):", ""] + [f"- {variant}: {warning}" for variant, warning in warned]
     lines += ["", f"![test F1 and ROC-AUC]({plot_path.name})", "", "Per-run curves (training loss and validation ROC-AUC; ROC and PR on val/test):", ""]
     for row in report["rows"]:
         first = Path(row["runs"][0])
@@ -148,6 +206,11 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True) 
                 lines.append(f"- {row['variant']}: [{image}]({_relative(first / image, out.parent)})")
     out.write_text("\n".join(lines) + "\n")
     return out, json_path
+
+
+def _rules(report: dict[str, Any]) -> str:
+    rules = sorted({str(r.get("threshold_rule")) for r in report["rows"] if r.get("threshold_rule")})
+    return ", ".join(rules) or "f1 (runs from before the operating-point rule)"
 
 
 def _relative(path: Path, base: Path) -> str:

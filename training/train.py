@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.data import Dataset, SplitData, load_dataset
-from training.metrics import best_f1_threshold, binary_metrics
+from training.metrics import binary_metrics, choose_threshold
 from training.models import (
     FusionConfig,
     GuidanceNetwork,
@@ -48,7 +49,6 @@ from training.models.encoders import TextEncoder, image_data_config
 Mode = Literal["baseline", "guidance", "teacher", "distill"]
 MODES: tuple[Mode, ...] = ("baseline", "guidance", "teacher", "distill")
 CHECKPOINT_DIR = "checkpoints"
-STAGE_SALT = {"image": 1, "fused": 2, "adapt": 3, "student": 4, "adapt-head": 5}
 MODEL_FILE = "model.pt"
 TEXT_MODULE = "text_encoder"  # the fused network's submodule name for a text encoder that trains
 
@@ -87,6 +87,11 @@ class TrainConfig:
     distill_temperature: float = 2.0
     teacher: Path | None = None
     max_bad_fraction: float = 0.01
+    # The operating point, chosen on val (training/metrics.py choose_threshold): the lowest
+    # threshold with at most 5 % false alarms on val, unless told otherwise.
+    threshold_rule: str = "fpr"
+    threshold_target: float | None = None
+    positive_label: str | None = None  # the violent class's name, when the labels do not say it unambiguously
     device: str = "auto"
     resume: bool = False
     progress: bool = True
@@ -171,7 +176,12 @@ class SplitTensors:
 def batches(split: SplitTensors, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
             rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
-    order = order[rank::world]
+    if world > 1:
+        # Every rank takes the same number of samples and so the same number of steps (the first
+        # indices are repeated, as torch's DistributedSampler does): a rank with one step more
+        # would wait forever in an all-reduce the others never join.
+        padded = math.ceil(len(order) / world) * world
+        order = torch.cat([order, order[: padded - len(order)]])[rank::world]
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         if shuffle and len(idx) < 2 < len(order):
@@ -214,6 +224,10 @@ class StageResult:
     best_epoch: int
     best_val_auc: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1000 + epoch
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -291,11 +305,13 @@ def run_stage(
     generator = torch.Generator()
     task = progress.add_task(f"{name}", total=steps_per_epoch * (epochs - start_epoch + 1))
     for epoch in range(start_epoch, epochs + 1):
-        generator.manual_seed(cfg.seed * 1000 + epoch * 10 + STAGE_SALT.get(name, 0))
+        # The data order and the flips depend on the seed and the epoch only, not on the stage or the
+        # mode: at one seed every variant sees the same batches, so seeds pair the variants.
+        generator.manual_seed(epoch_seed(cfg.seed, epoch))
         model.train()
         for module in frozen:
             module.eval()
-        running, seen = 0.0, 0
+        running, seen, steps = 0.0, 0, 0
         for batch in batches(train, cfg.batch_size, shuffle=True, generator=generator, rank=rt.rank, world=rt.world):
             batch["pixels"] = augment(batch["pixels"], generator)
             batch = {k: v.to(rt.device) for k, v in batch.items()}
@@ -310,14 +326,17 @@ def run_stage(
             scheduler.step()
             running += loss.item() * len(batch["labels"])
             seen += len(batch["labels"])
+            steps += 1
             progress.update(task, advance=1, description=f"{name} epoch {epoch}/{epochs} loss {running / seen:.4f}")
+        if rt.world > 1:
+            average_buffers(model, rt.world)  # every rank validates, and stops early, on the same model
         probs, val_loss = predict(model, forward, val, cfg.batch_size * 2, rt.device)
         val_scores = probs[:, violent_index]
         val_labels = (val.labels.numpy() == violent_index).astype(np.int64)
         diverged = not np.isfinite(val_scores).all()
         # A diverged epoch (non-finite outputs) is never selected; the best finite state is kept.
         auc = float("nan") if diverged else float(binary_metrics(val_labels, val_scores, 0.5)["roc_auc"])  # type: ignore[arg-type]
-        row = {"stage": name, "epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss, "val_roc_auc": auc,
+        row = {"stage": name, "epoch": epoch, "steps": steps, "train_loss": running / max(seen, 1), "val_loss": val_loss, "val_roc_auc": auc,
                "lr": scheduler.get_last_lr()[0], "diverged": diverged}
         result.history.append(row)
         progress.update(task, description=f"{name} epoch {epoch}/{epochs} loss {row['train_loss']:.4f} val auc {auc:.3f}")
@@ -338,6 +357,15 @@ def run_stage(
     for module in frozen:
         module.requires_grad_(True)
     return result
+
+
+@torch.no_grad()
+def average_buffers(model: nn.Module, world: int) -> None:
+    """BatchNorm running statistics averaged over the ranks (each saw its own batches last)."""
+    for buffer in model.buffers():
+        if buffer.dtype.is_floating_point:
+            dist.all_reduce(buffer)
+            buffer /= world
 
 
 def forward_with(module: nn.Module, forward: ForwardFn, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -366,10 +394,21 @@ def ce_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tenso
     return F.cross_entropy(logits, batch["labels"])
 
 
+def soft_targets(teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teacher's probabilities at temperature T: softmax(teacher logits / T). The stored
+    probabilities are softmax(logits) at T = 1, and log p = logits − a constant per row, which
+    softmax ignores, so softmax(log p / T) is exactly the teacher at T."""
+    return F.softmax(torch.log(teacher_probs.clamp_min(1e-12)) / temperature, -1)
+
+
 def distill_loss(alpha: float, temperature: float) -> LossFn:
+    """Hinton et al.'s loss: both sides at temperature T (a student at T against targets at 1
+    would learn logit gaps T times the teacher's), the soft term scaled by T²."""
+
     def loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hard = F.cross_entropy(logits, batch["labels"])
-        soft = F.kl_div(F.log_softmax(logits / temperature, -1), batch["teacher_probs"], reduction="batchmean")
+        targets = soft_targets(batch["teacher_probs"], temperature)
+        soft = F.kl_div(F.log_softmax(logits / temperature, -1), targets, reduction="batchmean")
         return alpha * hard + (1 - alpha) * temperature**2 * soft
 
     return loss
@@ -384,7 +423,7 @@ class Prepared:
 
 
 def prepare(cfg: TrainConfig, rt: Runtime, needs_text: bool) -> Prepared:
-    dataset = load_dataset(cfg.data, cfg.image_size, cfg.max_bad_fraction)
+    dataset = load_dataset(cfg.data, cfg.image_size, cfg.max_bad_fraction, positive_label=cfg.positive_label)
     probe = build_image_encoder(cfg.image_encoder, pretrained=False)
     data_cfg = image_data_config(probe)
     preprocess = Preprocess(data_cfg["mean"], data_cfg["std"]).to(rt.device)  # type: ignore[arg-type]
@@ -524,6 +563,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "labels": labels,
         "violent_index": violent,
         "threshold": metrics["threshold"],
+        "operating_point": metrics["operating_point"],
         "splits": metrics["splits"],
         "history": history,
         "train_seconds": round(time.monotonic() - started, 1),
@@ -545,15 +585,19 @@ def variant_name(cfg: TrainConfig) -> str:
 
 
 def evaluate(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Runtime, violent: int) -> dict[str, Any]:
-    """Threshold from val (max F1), then metrics on every split at that threshold."""
+    """The operating point from val (``cfg.threshold_rule``), then metrics on every split at it."""
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in ("val", "test"):
         if name in prep.splits:
             probs, _ = predict(model, forward, prep.splits[name], cfg.batch_size * 2, rt.device)
             labels = (prep.splits[name].labels.numpy() == violent).astype(np.int64)
             scores[name] = (labels, probs[:, violent])
-    threshold = best_f1_threshold(*scores["val"])
-    return {"threshold": threshold, "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()}, "scores": scores}
+    point = choose_threshold(*scores["val"], rule=cfg.threshold_rule, target=cfg.threshold_target)
+    for warning in point.warnings:
+        warnings.warn(f"operating point: {warning}", stacklevel=2)
+    threshold = point.threshold
+    return {"threshold": threshold, "operating_point": point.to_json(),
+            "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()}, "scores": scores}
 
 
 def load_teacher_probs(teacher_dir: Path, prep: Prepared) -> dict[str, torch.Tensor]:

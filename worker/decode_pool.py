@@ -59,7 +59,9 @@ class DecodeJob:
         if self.failure is not None:
             return True
         future = self.future
-        return future is not None and future.done() and not isinstance(future.exception(), cf.process.BrokenProcessPool)
+        if future is None or not future.done() or future.cancelled():
+            return False
+        return not isinstance(future.exception(), cf.process.BrokenProcessPool)
 
     def outcome(self) -> DecodeResult:
         """The decoded frames; raises the job's :class:`DecodeError`."""
@@ -111,7 +113,7 @@ class DecodePool:
         if self.closed:
             return
         self.waiting.append(job)
-        self.pump()
+        self._feed()
 
     def cancel(self, job: DecodeJob) -> None:
         """The job's message is no longer ours (a revoked partition): forget it."""
@@ -138,6 +140,10 @@ class DecodePool:
             future = job.future
             assert future is not None
             if job.cancelled:
+                # A revoked message's decode that already runs still holds its process: it stays
+                # counted (and watched) until it ends, but is never retried or blamed.
+                if not future.done():
+                    still.append(job)
                 continue
             if future.done():
                 if isinstance(future.exception(), cf.process.BrokenProcessPool):
@@ -184,6 +190,8 @@ class DecodePool:
         failed = []
         retry = []
         for job in involved:
+            if job.cancelled:
+                continue
             job.crashes += 1
             job.solo_crashes += int(alone)
             job.future = None
@@ -204,7 +212,7 @@ class DecodePool:
         self.submitted = []
         self._kill_executor()
         self.executor = self._new_executor()
-        retry = [job for job in involved if job is not culprit]
+        retry = [job for job in involved if job is not culprit and not job.cancelled]
         for job in involved:
             job.future, job.started_at = None, None
         culprit.failure = DecodeError(ERROR_TIMEOUT, f"decoding ran past {self.time_limit:.0f} s (decode.max_decode_seconds "

@@ -47,7 +47,12 @@ class Message(Protocol):
     stream_id: str
     msg_time: MessageTime
     remaining: int
+    finished_frames: set[int]
     produced_at_ms: int | None
+
+
+def pending_error(refusal: Exception | None) -> rex.ResponseError:
+    return rex.ResponseError(f"Redis refused every stream of the batch: {refusal}")
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,8 @@ class InferenceLoop:
         self.metrics.streams_cached.set(len(self.scorer.streams))
         try:
             removed, cleared = self.publisher.sweep(self.stale_after_s)
-        except rex.RedisError as exc:
-            log.warning("ranking upkeep failed; next time", error=str(exc))
+        except Exception as exc:  # upkeep is retried at the next sweep; it never stops scoring
+            log.warning("ranking upkeep failed; next time", error=f"{exc.__class__.__name__}: {exc}")
             return
         for event in cleared:
             self.metrics.alerts.labels("clear").inc()
@@ -186,7 +191,9 @@ class InferenceLoop:
                 return True
             try:
                 if by_stream:
-                    self._write_by_stream(pending)
+                    pending = self._write_by_stream(pending)
+                    if pending:
+                        raise pending_error(self._last_refusal)
                 else:
                     self._write(pending)
                 if not self.redis_ok:
@@ -197,7 +204,7 @@ class InferenceLoop:
                 what, error = "Redis unreachable", exc
             except rex.ResponseError as exc:
                 what, error = "Redis refused the batch", exc
-                if stream_specific(exc):
+                if stream_specific(exc) and not by_stream:
                     by_stream = True  # find the streams it refuses: those are dead-lettered, the rest written
                     self._invalidate({item.inflight.stream_id for item, _ in pending})
                     continue
@@ -228,18 +235,35 @@ class InferenceLoop:
             self._reject_stream(stream_id, pending, error)
         self._account(frames, finished, failed)
 
-    def _write_by_stream(self, pending: list[tuple[FrameItem, float]]) -> None:
-        """Each stream in its own transaction: a stream Redis refuses is dead-lettered, the others written."""
+    _last_refusal: Exception | None = None
+
+    def _write_by_stream(self, pending: list[tuple[FrameItem, float]]) -> list[tuple[FrameItem, float]]:
+        """Each stream in its own transaction. A stream Redis refuses with WRONGTYPE (a key of
+        another type under its name) is dead-lettered. A NOPERM refusal is dead-lettered only when
+        another stream of the batch could be written; when every stream is refused, the refusal is
+        Redis-wide (an ACL on all keys) and is retried like an outage. Returns what is left to
+        retry; written streams leave ``pending`` at once, so a retry never finishes them twice."""
         streams: dict[str, list[tuple[FrameItem, float]]] = {}
         for item, p in pending:
             streams.setdefault(item.inflight.stream_id, []).append((item, p))
+        refused: dict[str, Exception] = {}
+        written = 0
         for stream_id, items in streams.items():
             try:
                 self._write(items)
+                written += 1
             except rex.ResponseError as exc:
                 if isinstance(exc, TRANSIENT_ERRORS) or not stream_specific(exc):
                     raise
-                self._reject_stream(stream_id, items, exc)
+                refused[stream_id] = exc
+        left: list[tuple[FrameItem, float]] = []
+        for stream_id, refusal in refused.items():
+            if "WRONGTYPE" in str(refusal) or written > 0:
+                self._reject_stream(stream_id, streams[stream_id], refusal)
+            else:
+                left += streams[stream_id]
+                self._last_refusal = refusal
+        return left
 
     def _reject_stream(self, stream_id: str, pending: list[tuple[FrameItem, float]], error: Exception) -> None:
         messages = {id(item.inflight): item.inflight for item, _ in pending if item.inflight.stream_id == stream_id}
@@ -297,6 +321,9 @@ class InferenceLoop:
 
     def _finish(self, item: FrameItem) -> None:
         inflight = item.inflight
+        if item.index in inflight.finished_frames:
+            return  # counted once, whatever retries happen
+        inflight.finished_frames.add(item.index)
         inflight.remaining -= 1
         if inflight.remaining == 0:
             self.done(inflight)

@@ -45,10 +45,20 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def connect(settings: RedisSettings) -> Any:
-    """A client for one node (``redis.Redis``) or, with ``cluster``, for Redis Cluster."""
+def connect(settings: RedisSettings, writer: bool = False) -> Any:
+    """A client for one node (``redis.Redis``) or, with ``cluster``, for Redis Cluster.
+
+    ``writer``: the worker's client. redis-py re-sends a command (a whole MULTI/EXEC included)
+    after a timeout by default, even when the server already ran it: the worker's writes are
+    not retried by the client, but by the worker, which first re-reads what was written.
+    """
     kwargs: dict[str, Any] = {"socket_timeout": settings.socket_timeout_s, "socket_connect_timeout": settings.socket_timeout_s,
                               "health_check_interval": 10}
+    if writer and not settings.cluster:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        kwargs["retry"] = Retry(NoBackoff(), 0)
     if settings.username:
         kwargs["username"] = settings.username
     if settings.password is not None:
@@ -156,16 +166,17 @@ def parse_state(raw: dict[str, str]) -> tuple[StreamState, list[str]]:
     return state, bad
 
 
-# Clears the alert of a stream that went quiet, once, whichever worker gets there first.
-# KEYS[1] = stream hash; ARGV[1] = cutoff (epoch ms). Returns -1 if the stream was written after
-# the cutoff (still live), 0 if it had no open alert, else {1, ema, pts_ms, broadcast}.
+# The sweep's check and commit for one quiet stream. KEYS[1] = stream hash; ARGV[1] = cutoff
+# (epoch ms); ARGV[2] = "check" or "clear". Returns -1 if the stream was written after the cutoff
+# (still live), 0 if it has no open alert, else 1 ("clear": the alert is now off). The clear event
+# is written between "check" and "clear", so a worker that dies in between leaves the alert open
+# for the next sweep (an event written twice has one event_id), never closed without its event.
 _STALE_SCRIPT = """
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updated_at_ms') or '0') or 0
 if updated >= tonumber(ARGV[1]) then return -1 end
 if redis.call('HGET', KEYS[1], 'alert') == '1' then
-  redis.call('HSET', KEYS[1], 'alert', '0')
-  return {1, redis.call('HGET', KEYS[1], 'ema') or '0', redis.call('HGET', KEYS[1], 'pts_ms') or '0',
-          redis.call('HGET', KEYS[1], 'broadcast') or '1'}
+  if ARGV[2] == 'clear' then redis.call('HSET', KEYS[1], 'alert', '0') end
+  return 1
 end
 return 0
 """
@@ -216,20 +227,29 @@ class Publisher:
             alerts.execute()
         pipe = self.client.pipeline(transaction=not self.cluster)
         owners: list[str | None] = []
+        failed: dict[str, Exception] = {}
         if not self.cluster:
             for event in events:
                 pipe.xadd(self.keys.alerts, event, maxlen=self.settings.alerts_maxlen, approximate=True)
                 owners.append(None)
         latest: dict[str, ScoredFrame] = {}
+        history = self.client.pipeline(transaction=False) if self.cluster else pipe
+        history_owners: list[str | None] = [] if self.cluster else owners
         for item in frames:
             s = item.score
             entry = {c.H_SCORE: f"{s.score:.6f}", c.H_PTS_MS: s.pts_ms, c.H_EMA: f"{s.ema:.6f}", c.H_OFFSET: item.offset,
                      c.H_PARTITION: item.partition, c.H_BROADCAST: s.broadcast}
             if s.late:
                 entry[c.H_LATE] = 1
-            pipe.xadd(self.keys.history(s.stream_id), entry, maxlen=self.settings.history_maxlen, approximate=True)
-            owners.append(s.stream_id)
+            history.xadd(self.keys.history(s.stream_id), entry, maxlen=self.settings.history_maxlen, approximate=True)
+            history_owners.append(s.stream_id)
             latest[s.stream_id] = item
+        if self.cluster:
+            # Two phases on a cluster: the cluster pipeline retries commands one by one, so a history
+            # entry could fail while its stream's hash (the replay guard) succeeds. The hashes are
+            # written only for streams whose history entries are all in.
+            failed = self._errors(history_owners, history.execute(raise_on_error=False))
+            latest = {k: v for k, v in latest.items() if k not in failed}
         for stream_id, item in latest.items():
             s = item.score
             key = self.keys.stream(stream_id)
@@ -249,16 +269,22 @@ class Publisher:
             pipe.zadd(self.keys.active, {stream_id: item.score.ema})
             pipe.zadd(self.keys.active_seen, {stream_id: now_ms})
             owners.extend([None, None])
-        results = pipe.execute(raise_on_error=False)
+        if owners:
+            failed.update(self._errors(owners, pipe.execute(raise_on_error=False)))
+        for event in events:
+            if event[c.A_STREAM] not in failed:
+                self.publish(event)
+        return failed
+
+    @staticmethod
+    def _errors(owners: list[str | None], results: list[Any]) -> dict[str, Exception]:
+        """The streams whose own commands Redis refused; anything else raises (the whole batch's concern)."""
         failed: dict[str, Exception] = {}
         for owner, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
                 if owner is None or isinstance(result, TRANSIENT_ERRORS) or not stream_specific(result):
-                    raise result  # the ranking, the alerts stream, or Redis as a whole: the whole batch's concern
+                    raise result  # the ranking, the alerts stream, or Redis as a whole
                 failed.setdefault(owner, result)
-        for event in events:
-            if event[c.A_STREAM] not in failed:
-                self.publish(event)
         return failed
 
     def publish(self, event: dict[str, str]) -> None:
@@ -280,15 +306,25 @@ class Publisher:
         removed, cleared = 0, []
         for raw_id in ids:
             stream_id = raw_id.decode()
-            outcome = self._stale_script(keys=[self.keys.stream(stream_id)], args=[cutoff])
-            if outcome == -1:
-                continue  # written since: it stays
-            if isinstance(outcome, list) and outcome and int(outcome[0]) == 1:
-                ema, pts, broadcast = (v.decode() if isinstance(v, bytes) else str(v) for v in outcome[1:4])
-                event = alert_event_fields(stream_id, c.ALERT_CLEAR, REASON_STALE, float(ema), int(pts), broadcast, self.model_name, now_ms)
-                self.client.xadd(self.keys.alerts, event, maxlen=self.settings.alerts_maxlen, approximate=True)
-                self.publish(event)
-                cleared.append(event)
+            key = self.keys.stream(stream_id)
+            try:
+                outcome = self._stale_script(keys=[key], args=[cutoff, "check"])
+                if outcome == -1:
+                    continue  # written since: it stays
+                if outcome == 1:
+                    fields = {k.decode(): v.decode("utf-8", "replace") for k, v in self.client.hgetall(key).items()}
+                    state, _ = parse_state(fields)
+                    event = alert_event_fields(stream_id, c.ALERT_CLEAR, REASON_STALE, state.ema or 0.0, state.last_pts_ms or 0,
+                                               state.broadcast, self.model_name, now_ms)
+                    self.client.xadd(self.keys.alerts, event, maxlen=self.settings.alerts_maxlen, approximate=True)
+                    if self._stale_script(keys=[key], args=[cutoff, "clear"]) == 1:
+                        self.publish(event)
+                        cleared.append(event)
+            except rex.ResponseError as exc:
+                if isinstance(exc, TRANSIENT_ERRORS):
+                    raise
+                # A key of another type under our name: not ours to repair; it leaves the ranking.
+                log.warning("stale sweep: the stream's hash cannot be read; removed from the ranking", stream=stream_id, error=str(exc))
             self.client.zrem(self.keys.active, stream_id)
             self.client.zrem(self.keys.active_seen, stream_id)
             removed += 1

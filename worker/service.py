@@ -24,12 +24,11 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
-from struct import error as struct_error
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import CorruptRecordError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from engines.api import Engine
@@ -66,6 +65,7 @@ class InFlight:
     job: DecodeJob
     msg_time: MessageTime | None = None  # set once decoded
     remaining: int = 0
+    finished_frames: set[int] = field(default_factory=set)  # indices written (or skipped as replays)
     rejected: bool = False  # dead-lettered while its frames were being written
     polled_at: float = field(default_factory=time.monotonic)
 
@@ -114,6 +114,8 @@ class Worker:
         self.totals = {"records": 0, "polled": 0, "unreadable_records": 0}
         self.notes = RateLimitedLog()
         self._lag_series: set[tuple[str, int]] = set()
+        self._poll_error: str | None = None
+        self._last_unreadable: tuple[str, int, int] | None = None
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.pool: DecodePool | None = None
@@ -155,7 +157,7 @@ class Worker:
         s = self.settings
         k = s.kafka
         server = serve(self.metrics, self.health, s.metrics_host, s.metrics_port) if s.metrics_port else None
-        self.redis = connect(s.redis)
+        self.redis = connect(s.redis, writer=True)
         self.publisher = Publisher(self.redis, s.redis, self.engine.name)
         self.pool = DecodePool(s.decode.workers, s.decode.max_memory_mb, s.decode.max_decode_seconds, s.decode.kill_grace_s,
                                on_event=lambda event, **fields: log.warning(event, **fields))
@@ -265,17 +267,19 @@ class Worker:
     def _poll(self) -> dict[Any, Any]:
         assert self.consumer is not None
         try:
-            return self.consumer.poll(timeout_ms=50, max_records=self._poll_budget())
+            records = self.consumer.poll(timeout_ms=50, max_records=self._poll_budget())
+            self._poll_error = None
+            return records
+        except CorruptRecordError as exc:
+            self._skip_unreadable(exc)
+            return {}
+        except UnicodeDecodeError as exc:  # a header key that is not UTF-8: kafka-python decodes them strictly
+            self._skip_unreadable(exc)
+            return {}
         except KafkaError as exc:
-            if "crc" in str(exc).lower() or exc.__class__.__name__ == "CorruptRecordError":
-                self._skip_unreadable(exc)
-                return {}
-            self.health.ready, self.health.reason = False, f"poll failed: {exc}"
+            self._poll_error = f"poll failed: {exc.__class__.__name__}: {exc}"
             log.warning("poll failed", error=str(exc))
             time.sleep(0.5)
-            return {}
-        except (UnicodeDecodeError, ValueError, AssertionError, struct_error) as exc:
-            self._skip_unreadable(exc)
             return {}
 
     def _skip_unreadable(self, exc: Exception) -> None:
@@ -291,10 +295,18 @@ class Worker:
             time.sleep(0.2)
             return
         tp, offset = stuck
-        log.warning("unreadable record skipped", error=str(exc)[:300], partition=tp.partition, offset=offset)
+        # kafka-python parses a whole record batch from its first record: after a skip, the records
+        # behind the bad one in its batch fail again, one position on. They are skipped the same way
+        # (their DLQ copies name their source offsets; the records stay in the topic), and said so.
+        batch_mate = self._last_unreadable == (tp.topic, tp.partition, offset - 1)
+        self._last_unreadable = (tp.topic, tp.partition, offset)
+        log.warning("unreadable record skipped", error=str(exc)[:300], partition=tp.partition, offset=offset,
+                    in_batch_of_previous=batch_mate)
         self.offsets.add(tp.topic, tp.partition, offset)
+        why = (f"in the record batch of an unreadable record at offset {offset - 1}; the client cannot parse past it: "
+               if batch_mate else "the Kafka client could not parse this record: ")
         self._send_dlq(None, b"", [], tp.topic, tp.partition, offset, contracts.ERROR_UNREADABLE_RECORD,
-                       f"the Kafka client could not parse this record: {exc.__class__.__name__}: {exc}")
+                       f"{why}{exc.__class__.__name__}: {exc}")
         self.offsets.mark_done(tp.topic, tp.partition, offset)
         self.consumer.seek(tp, offset + 1)
 
@@ -304,7 +316,7 @@ class Worker:
         assert self.consumer is not None
         fetcher: Any = getattr(self.consumer, "_fetcher", None)
         current: Any = getattr(fetcher, "_next_partition_records", None)
-        tp = getattr(current, "topic_partition", None)
+        tp = getattr(current, "topic_partition", None) if current else None  # a drained fetch is falsy
         if tp is None:
             completed = list(getattr(fetcher, "_completed_fetches", []) or [])
             tp = getattr(completed[0], "topic_partition", None) if completed else None
@@ -424,6 +436,8 @@ class Worker:
         value = value or b""
         dlq_headers = contracts.dlq_headers(error_type, error, topic, partition, offset, headers)
         deadline = time.monotonic() + self.settings.kafka.dlq_timeout_s
+        if self.stopping.is_set():  # within the shutdown's grace, whatever the DLQ timeout
+            deadline = min(deadline, time.monotonic() + max(1.0, self.settings.shutdown_grace_s / 4))
         delay, trimmed = 0.2, False
         while True:
             try:
@@ -433,6 +447,7 @@ class Worker:
                 if trimmed:
                     raise DeadLetterFailed(f"the dead-letter topic refuses even the trimmed copy of {topic}/{partition}@{offset}: {exc}") from None
                 value, dlq_headers = dlq_envelope(value, dlq_headers)
+                key = key[:1024] if key else key
                 trimmed = True
                 self.metrics.dlq_envelopes.inc()
                 log.warning("dead letter too large for the DLQ: writing its envelope", error=str(exc)[:200], partition=partition, offset=offset)
@@ -517,9 +532,10 @@ class Worker:
         broker_ok = self._broker_connected()
         # A member with no partitions is ready: more replicas than partitions, or a surge pod of a
         # rolling update, must not hold the rollout back.
-        ready = self.redis_ok and broker_ok and self.failed is None
+        ready = self.redis_ok and broker_ok and self.failed is None and self._poll_error is None
         self.health.ready = ready
         self.health.reason = (self.failed if self.failed else "broker unreachable" if not broker_ok else
+                              self._poll_error if self._poll_error else
                               "Redis writes failing" if not self.redis_ok else
                               "ok" if assigned else "ok (no partitions assigned: an idle member of the group)")
         self.metrics.ready.set(int(ready))
@@ -627,7 +643,8 @@ class Worker:
 
 def dlq_envelope(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
     """A dead letter too large for the DLQ, trimmed: the first bytes of the value, its size and
-    sha256, and the headers (each value cut to 1 KiB, at most 64 of them)."""
+    sha256, and the headers (each value cut to 1 KiB, at most 64 of them); the key is cut to 1 KiB
+    by the caller."""
     kept = [(k, v[:1024]) for k, v in headers[-64:]]
     return value[:DLQ_ENVELOPE_BYTES], [
         *kept,
