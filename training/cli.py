@@ -49,9 +49,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from training.report import write_report
+    from training.report import ReportError, write_report
 
-    md_path, json_path = write_report(args.runs, args.out, measure_latency=not args.no_latency)
+    try:
+        md_path, json_path = write_report(args.runs, args.out, measure_latency=not args.no_latency, trivial=not args.no_trivial)
+    except (ReportError, FileNotFoundError) as exc:
+        print(f"framewatch report: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {md_path} and {json_path}")
     return 0
 
@@ -154,6 +158,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     rep.add_argument("runs", type=Path, nargs="+", help="run folders")
     rep.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown output; JSON is written beside it")
     rep.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    rep.add_argument("--no-trivial", action="store_true",
+                     help="leave out the trivial row (a logistic regression on six colour statistics of the runs' data set)")
     rep.set_defaults(handler=_report)
 
     clip = commands.add_parser(

@@ -77,7 +77,7 @@ def _setup(config: dict[str, Any]) -> dict[str, Any]:
     return setup
 
 
-def collect(run_dirs: list[Path], measure: bool = True) -> dict[str, Any]:
+def collect(run_dirs: list[Path], measure: bool = True, trivial: bool = False) -> dict[str, Any]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     derived: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # a run named twice counts once
@@ -118,8 +118,31 @@ def collect(run_dirs: list[Path], measure: bool = True) -> dict[str, Any]:
         if measure and row["deployed_inputs"] == "image" and (Path(runs[0]["run"]) / "model.pt").exists():
             row["latency"] = measure_latency(Path(runs[0]["run"]))
         rows.append(row)
+    if trivial:
+        rows.append(_trivial_row(groups))
     return {"rows": rows, "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _trivial_row(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The colour-statistics baseline on the runs' data set (training/trivial.py): what a model
+    that sees no shapes at all scores here."""
+    from training.trivial import colour_baseline
+
+    configs = [r["config"] for runs in groups.values() for r in runs]
+    data = {str(Path(c["data"]).resolve()) for c in configs if c.get("data")}
+    if len(data) != 1 or not Path(next(iter(data))).is_dir():
+        raise ReportError(f"the trivial baseline needs the runs' one data set, found {sorted(data) or 'none'}; use --no-trivial")
+    first = configs[0]
+    result = colour_baseline(next(iter(data)), positive_label=first.get("positive_label"), rule=first.get("threshold_rule") or "fpr",
+                             target=first.get("threshold_target"))
+    test = result["splits"].get("test", {})
+    row: dict[str, Any] = {"variant": result["variant"], "runs": [], "seeds": [], "deployed_inputs": "image",
+                           "threshold_rule": result["operating_point"]["rule"], "threshold_warnings": result["operating_point"]["warnings"]}
+    for name in METRICS:
+        values = [float(test[name])] if name in test else []
+        row[name] = {"mean": values[0] if values else None, "std": 0.0, "values": values}
+    return row
 
 
 def _teacher_setup(config: dict[str, Any]) -> dict[str, Any]:
@@ -173,8 +196,8 @@ def plot_summary(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True) -> tuple[Path, Path]:
-    report = collect(run_dirs, measure_latency)
+def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, trivial: bool = True) -> tuple[Path, Path]:
+    report = collect(run_dirs, measure_latency, trivial)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")

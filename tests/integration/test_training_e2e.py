@@ -56,7 +56,10 @@ def test_every_mode_trains_evaluates_and_reports(tiny: dict[str, Path]) -> None:
     report = json.loads(js.read_text())
     variants = [row["variant"] for row in report["rows"]]
     assert variants == ["baseline", "guidance (text frozen)", "guidance (text trained)", "distill",
-                        "teacher (text frozen)", "teacher (text trained)"]
+                        "teacher (text frozen)", "teacher (text trained)", "colour statistics (trivial)"]
+    assert report["rows"][4]["seeds"] == [0], "the teacher run and the guidance run's first stage are one model"
+    trivial = report["rows"][-1]
+    assert 0.0 <= trivial["roc_auc"]["mean"] <= 1.0 and "colour statistics (trivial)" in md.read_text()
     baseline_row = report["rows"][0]
     assert baseline_row["latency"]["batch1_ms_per_image"] > 0 and baseline_row["latency"]["batch32_ms_per_image"] > 0
     assert "| baseline | 0 |" in md.read_text() and (tiny["root"] / "report.png").exists()
