@@ -66,7 +66,10 @@ def _clip(args: argparse.Namespace) -> int:
     prompts: list[str] | dict[str, str] | None = None
     if args.prompt:
         named = [p.partition("=") for p in args.prompt]
-        prompts = {label: text for label, _, text in named} if all(sep for _, sep, _ in named) else list(args.prompt)
+        if not all(sep for _, sep, _ in named):
+            print("framewatch evaluate-clip: give every prompt as LABEL=PROMPT (prompts are bound to classes by name)", file=sys.stderr)
+            return 2
+        prompts = {label: text for label, _, text in named}
     result = evaluate_clip(args.data, args.model, prompts, args.image_size, args.split, args.out, positive_label=args.positive_label)
     metrics = result["splits"][args.split]
     print(f"CLIP zero-shot ({args.model}) on {args.split}: F1 {metrics['f1']:.3f}, ROC-AUC {metrics['roc_auc']:.3f}")

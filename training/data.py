@@ -33,7 +33,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_LABELS = ("non-violent", "violent")
-VIOLENT_LABEL = "violent"
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.15
 VAL_SEED = 20240715  # fixed: the carved validation split never changes between runs
@@ -223,10 +222,17 @@ def carve_validation(train: SplitData, fraction: float = VAL_FRACTION, seed: int
         for j in order:
             if taken >= wanted:
                 break
+            if taken and taken + len(members_list[j]) > 2 * wanted:
+                continue  # a large group would overshoot: another one may fit
             val_idx.extend(members_list[j])
             taken += len(members_list[j])
     mask = np.zeros(len(train), dtype=bool)
     mask[val_idx] = True
+    for side, rows in (("train", ~mask), ("val", mask)):
+        missing = sorted(set(np.unique(train.labels).tolist()) - set(np.unique(train.labels[rows]).tolist()))
+        if missing:
+            raise DataError(f"carving val from train by group leaves {side} without label(s) {missing}: the groups are too "
+                            "few or too large; give a val/ split")
     return train.subset(np.flatnonzero(~mask), "train"), train.subset(np.flatnonzero(mask), "val")
 
 

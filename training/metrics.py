@@ -143,7 +143,9 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: str = DEFAULT
                 threshold = float(candidate)
                 break
         if not math.isfinite(threshold):
-            threshold = float(np.nextafter(candidates[-1], np.inf))  # nothing flagged on validation
+            # Just above the highest validation score: nothing flagged there (capped at 1, the
+            # probability scale the manifest holds; a score of exactly 1 is still flagged).
+            threshold = min(float(np.nextafter(candidates[-1], np.inf)), 1.0)
             warnings.append(f"no threshold reaches {rule} {'≤' if rule == 'fpr' else '≥'} {target} on validation: "
                             "the model flags nothing there")
     flagged = float((scores_f >= threshold).mean())

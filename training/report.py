@@ -21,8 +21,9 @@ import numpy as np
 METRICS = ("precision", "recall", "accuracy", "majority_accuracy", "f1", "roc_auc")
 # Runs averaged in one row must agree on these (a row is one setup over several seeds).
 SETUP_FIELDS = ("image_encoder", "image_size", "pretrained", "epochs", "adapt_epochs", "adapt_head_epochs", "batch_size", "lr",
-                "text_encoder", "text_max_length", "fusion", "fusion_dim", "dropout", "weight_decay", "threshold_rule",
-                "threshold_target", "distill_alpha", "distill_temperature", "data")
+                "text_lr", "patience", "warmup_fraction", "grad_clip", "text_encoder", "text_max_length", "freeze_text", "fusion",
+                "fusion_dim", "dropout", "weight_decay", "threshold_rule", "threshold_target", "positive_label", "distill_alpha",
+                "distill_temperature", "teacher", "data")
 
 
 class ReportError(ValueError):
@@ -71,9 +72,16 @@ def _fmt(values: list[float]) -> str:
 
 
 def _setup(config: dict[str, Any]) -> dict[str, Any]:
+    from training.metrics import DEFAULT_RULE, DEFAULT_TARGETS
+
     setup = {name: config.get(name) for name in SETUP_FIELDS}
-    if setup["data"] is not None:
-        setup["data"] = str(Path(setup["data"]).resolve())
+    for name in ("data", "teacher"):
+        value = setup[name]
+        if value is not None:
+            setup[name] = str(Path(str(value)).resolve())
+    rule = setup["threshold_rule"] or DEFAULT_RULE
+    if setup["threshold_target"] is None and rule in DEFAULT_TARGETS:
+        setup["threshold_target"] = DEFAULT_TARGETS[rule]  # the default stated or not is one setup
     return setup
 
 
@@ -118,24 +126,34 @@ def collect(run_dirs: list[Path], measure: bool = True, trivial: bool = False) -
         if measure and row["deployed_inputs"] == "image" and (Path(runs[0]["run"]) / "model.pt").exists():
             row["latency"] = measure_latency(Path(runs[0]["run"]))
         rows.append(row)
-    if trivial:
-        rows.append(_trivial_row(groups))
+    trivial_row = _trivial_row(groups) if trivial else None
+    if trivial_row is not None:
+        rows.append(trivial_row)
     return {"rows": rows, "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def _trivial_row(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _trivial_row(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
     """The colour-statistics baseline on the runs' data set (training/trivial.py): what a model
-    that sees no shapes at all scores here."""
+    that sees no shapes at all scores here. None (and a note on stderr) when it cannot be made."""
+    import sys
+
+    from training.data import DataError
     from training.trivial import colour_baseline
 
-    configs = [r["config"] for runs in groups.values() for r in runs]
+    configs = [r["config"] for runs in groups.values() for r in runs if r["config"].get("mode") != "clip"]
     data = {str(Path(c["data"]).resolve()) for c in configs if c.get("data")}
     if len(data) != 1 or not Path(next(iter(data))).is_dir():
-        raise ReportError(f"the trivial baseline needs the runs' one data set, found {sorted(data) or 'none'}; use --no-trivial")
+        print(f"framewatch report: no trivial row: the runs name {len(data)} data set(s) found here, not one", file=sys.stderr)
+        return None
     first = configs[0]
-    result = colour_baseline(next(iter(data)), positive_label=first.get("positive_label"), rule=first.get("threshold_rule") or "fpr",
-                             target=first.get("threshold_target"))
+    try:
+        result = colour_baseline(next(iter(data)), image_size=int(first.get("image_size") or 64),
+                                 positive_label=first.get("positive_label"), rule=first.get("threshold_rule") or "fpr",
+                                 target=first.get("threshold_target"))
+    except (DataError, ValueError, OSError) as exc:
+        print(f"framewatch report: no trivial row: {exc}", file=sys.stderr)
+        return None
     test = result["splits"].get("test", {})
     row: dict[str, Any] = {"variant": result["variant"], "runs": [], "seeds": [], "deployed_inputs": "image",
                            "threshold_rule": result["operating_point"]["rule"], "threshold_warnings": result["operating_point"]["warnings"]}
@@ -223,6 +241,8 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, 
         lines += ["", "Operating-point warnings (validation):", ""] + [f"- {variant}: {warning}" for variant, warning in warned]
     lines += ["", f"![test F1 and ROC-AUC]({plot_path.name})", "", "Per-run curves (training loss and validation ROC-AUC; ROC and PR on val/test):", ""]
     for row in report["rows"]:
+        if not row["runs"]:
+            continue  # the trivial row has no run folder
         first = Path(row["runs"][0])
         for image in ("curves.png", "roc_pr.png"):
             if (first / image).exists():

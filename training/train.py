@@ -181,7 +181,7 @@ def batches(split: SplitTensors, batch_size: int, shuffle: bool, generator: torc
         # indices are repeated, as torch's DistributedSampler does): a rank with one step more
         # would wait forever in an all-reduce the others never join.
         padded = math.ceil(len(order) / world) * world
-        order = torch.cat([order, order[: padded - len(order)]])[rank::world]
+        order = order.repeat(math.ceil(padded / max(len(order), 1)))[:padded][rank::world]
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         if shuffle and len(idx) < 2 < len(order):

@@ -88,7 +88,7 @@ def _decoder_process_init(max_memory_mb: int = 0) -> None:
 class DecodePool:
     def __init__(self, workers: int, max_memory_mb: int = 0, max_decode_seconds: float = 20.0, kill_grace_s: float = 5.0,
                  fn: Callable[[DecodeRequest], DecodeResult] = decode_segment, clock: Callable[[], float] = time.monotonic,
-                 on_event: Callable[..., None] | None = None) -> None:
+                 on_event: Callable[..., None] | None = None, spawn_allowance_s: float = 5.0) -> None:
         self.workers = workers
         self.max_memory_mb = max_memory_mb
         self.time_limit = max_decode_seconds + kill_grace_s
@@ -101,9 +101,13 @@ class DecodePool:
         self.timeouts = 0
         self._last_done_at = clock()
         self.closed = False
+        # A new executor spawns its processes (importing PyAV) on first use: the first jobs'
+        # clocks start once they can have started, not while Python starts.
+        self.spawn_allowance_s = spawn_allowance_s
         self.executor = self._new_executor()
 
     def _new_executor(self) -> cf.ProcessPoolExecutor:
+        self._ready_at = self.clock() + self.spawn_allowance_s
         return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                       initializer=_decoder_process_init, initargs=(self.max_memory_mb,))
 
@@ -178,7 +182,7 @@ class DecodePool:
         # not yet done are executing, since the later of their submission and the last completion.
         for job in self.submitted[: self.workers]:
             if job.started_at is None:
-                job.started_at = max(job.submitted_at or now, self._last_done_at)
+                job.started_at = max(job.submitted_at or now, self._last_done_at, self._ready_at)
 
     def _crashed(self) -> list[DecodeJob]:
         self.crashes += 1

@@ -25,7 +25,7 @@ def _good(i: int, label: int | str = 0) -> dict[str, object]:
 def test_bad_rows_are_reported_with_split_and_line(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "broken.png").write_bytes(b"not a png")
-    rows = [_good(0), _good(1, 1), {"file_name": "missing.png", "text": "x", "label": 0}, {"file_name": "1.png", "text": "", "label": 1},
+    rows = [_good(0), _good(1, 1), {"file_name": "missing.png", "text": "x", "label": 0}, {"file_name": "1.png", "label": 1},
             {"file_name": "1.png", "text": "t", "label": 7}, "{not json", {"file_name": "broken.png", "text": "t", "label": 0},
             {"file_name": "../escape.png", "text": "t", "label": 0}]
     _write_split(tmp_path, "train", rows, images=2)
