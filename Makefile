@@ -33,7 +33,7 @@ TEST_ENV := OMP_NUM_THREADS=1 FRAMEWATCH_CPU_ONEDNN=0
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(TEST_ENV) $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 test-slow: install
 	$(TEST_ENV) $(BIN)/pytest -m "slow" $(PYTEST_ARGS)

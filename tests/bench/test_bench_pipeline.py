@@ -40,6 +40,7 @@ def test_soak_report_measures_growth_after_warm_up(tmp_path: Path) -> None:
     assert (tmp_path / "soak.png").exists()
 
 
+@pytest.mark.slow  # ~55 s: the whole benchmark on a tiny workload; `make test-slow`
 def test_bench_pipeline_writes_every_field(exported_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "pipeline.json"
     run = subprocess.run([sys.executable, "-m", "framewatch.cli", "bench", "pipeline", "--model", str(exported_model), "--json", str(out),
