@@ -6,10 +6,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from framewatch.services import DevServices, running_services
+
+if TYPE_CHECKING:
+    from worker.lane import Lane
 
 # Short group timeouts: with kafka-python's defaults a group's first join against the
 # embedded broker takes ~23 s; with these it takes ~3 s.
@@ -26,6 +30,16 @@ KEPT_ENV = {"FRAMEWATCH_CPU_ONEDNN"}
 def services() -> Iterator[DevServices]:
     with running_services() as running:
         yield running
+
+
+@pytest.fixture()
+def lane(services: DevServices) -> Lane:
+    """An isolated topic, dead-letter topic, group and Redis prefix on the session's services."""
+    from worker.lane import Lane
+
+    lane = Lane(services.kafka_bootstrap, services.redis_url)
+    lane.create_topics()
+    return lane
 
 
 @pytest.fixture()

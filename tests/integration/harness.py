@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
+from framewatch.services import ServiceProcess, start_redis
 from worker import lane as _lane
 from worker.contracts import segment_headers
 from worker.lane import REPO, Lane, committed_offsets, end_offsets
@@ -82,3 +85,31 @@ def read_dlq(lane: Lane, expected: int, timeout_s: float = 15) -> list[Any]:
     finally:
         consumer.close(autocommit=False)
     return records
+
+
+def cluster_port() -> int:
+    """A free port below 55535: a Valkey cluster node also listens on port + 10000."""
+    for _ in range(200):
+        port = random.randint(20_000, 50_000)
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def start_cluster(root: Path, masters: int = 3) -> list[ServiceProcess]:
+    nodes = [start_redis(root / f"node{i}", port=cluster_port(), extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
+             for i in range(masters)]
+    clients = [redis.Redis(port=node.port) for node in nodes]
+    bounds = [round(i * 16384 / masters) for i in range(masters + 1)]
+    for client, low, high in zip(clients, bounds, bounds[1:], strict=False):
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high - 1)
+    for node in nodes[1:]:
+        clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+    wait_for(lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients), 60, "cluster state ok")
+    wait_for(lambda: all(len(c.execute_command("CLUSTER", "NODES").splitlines()) == masters for c in clients), 30, "nodes know each other")
+    return nodes

@@ -8,19 +8,24 @@ from pathlib import Path
 import pytest
 import redis
 
-from framewatch.services import DevServices, start_redis, stop_pid
-from tests.integration.harness import Lane, WorkerProcess, clip, producer, send_segment, wait_for
+from framewatch.services import DevServices, stop_pid
+from tests.integration.harness import (
+    Lane,
+    WorkerProcess,
+    clip,
+    producer,
+    send_segment,
+    start_cluster,
+    wait_for,
+)
 from worker.redis_io import Scores
 
 pytestmark = pytest.mark.integration
 
 
 def test_worker_scores_into_redis_cluster(services: DevServices, exported_model: Path, tmp_path: Path) -> None:
-    server = start_redis(tmp_path / "cluster", extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
+    server = start_cluster(tmp_path / "cluster", masters=1)[0]
     try:
-        admin = redis.Redis(port=server.port)
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        wait_for(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"), 30, "cluster state ok")
         lane = Lane(services.kafka_bootstrap, f"redis://127.0.0.1:{server.port}/0")
         lane.create_topics()
         prod = producer(lane)

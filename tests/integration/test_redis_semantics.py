@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from framewatch.services import DevServices, ServiceProcess, start_redis, stop_pid
+from framewatch.services import DevServices, stop_pid
 from tests.integration.harness import (
     REPO,
     Lane,
@@ -30,6 +28,7 @@ from tests.integration.harness import (
     producer,
     read_dlq,
     send_segment,
+    start_cluster,
     wait_for,
 )
 from worker.redis_io import Scores, typed
@@ -37,41 +36,6 @@ from worker.redis_io import Scores, typed
 pytestmark = pytest.mark.integration
 
 ALWAYS_ALERT = {"FRAMEWATCH_SCORING__ALERT_ON": "0.0002", "FRAMEWATCH_SCORING__ALERT_OFF": "0.0001"}
-
-
-@pytest.fixture()
-def lane(services: DevServices) -> Lane:
-    lane = Lane(services.kafka_bootstrap, services.redis_url)
-    lane.create_topics()
-    return lane
-
-
-def cluster_port() -> int:
-    """A free port below 55535: a Valkey cluster node also listens on port + 10000."""
-    for _ in range(200):
-        port = random.randint(20_000, 50_000)
-        with socket.socket() as a, socket.socket() as b:
-            try:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10_000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def start_cluster(root: Path, masters: int = 3) -> list[ServiceProcess]:
-    nodes = [start_redis(root / f"node{i}", port=cluster_port(), extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
-             for i in range(masters)]
-    clients = [redis.Redis(port=node.port) for node in nodes]
-    bounds = [round(i * 16384 / masters) for i in range(masters + 1)]
-    for client, low, high in zip(clients, bounds, bounds[1:], strict=False):
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high - 1)
-    for node in nodes[1:]:
-        clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
-    wait_for(lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients), 60, "cluster state ok")
-    wait_for(lambda: all(len(c.execute_command("CLUSTER", "NODES").splitlines()) == masters for c in clients), 30, "nodes know each other")
-    return nodes
 
 
 def events(scores: Scores) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import redis
 
-from framewatch.services import DevServices
 from tests.integration.harness import (
     Lane,
     WorkerProcess,
@@ -31,13 +30,6 @@ from worker.contracts import segment_headers
 from worker.media import encode_image, encode_segment
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def lane(services: DevServices) -> Lane:
-    lane = Lane(services.kafka_bootstrap, services.redis_url)
-    lane.create_topics()
-    return lane
 
 
 def encode_with_audio(frames: list[np.ndarray], fps: int, fmt: str) -> tuple[bytes, str, int]:

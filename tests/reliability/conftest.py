@@ -12,20 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from framewatch.services import DevServices
-from tests.integration.harness import Lane
-
 FULL = os.environ.get("FRAMEWATCH_RELIABILITY_FULL") == "1"
 REPORT = Path(os.environ.get("FRAMEWATCH_RELIABILITY_REPORT", ".framewatch/reliability.json"))
-
-
-@pytest.fixture()
-def lane(services: DevServices) -> Lane:
-    lane = Lane(services.kafka_bootstrap, services.redis_url)
-    lane.create_topics()
-    return lane
 
 
 def report(test: str, **figures: Any) -> None:
