@@ -27,9 +27,7 @@ lint: install
 # Services are started and stopped by the pytest fixtures; nothing is left running.
 # One OpenMP thread per process: tests run torch beside worker processes, and oversubscribed
 # OpenMP spin-waits made tiny models 10-30x slower on 2 cores.
-# oneDNN off in training: torch 2.14.1's CPU kernels abort now and then with heap corruption
-# (docs/training.md); the tests' models are tiny, so the slower path costs seconds.
-TEST_ENV := OMP_NUM_THREADS=1 FRAMEWATCH_CPU_ONEDNN=0
+TEST_ENV := OMP_NUM_THREADS=1
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy

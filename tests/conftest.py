@@ -20,9 +20,7 @@ if TYPE_CHECKING:
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000}
 
 
-# Set by `make test`: torch 2.14.1's CPU oneDNN kernels aborted training tests with heap corruption
-# (a double free in a two-process DDP run, an invalid pointer in the model fixture); training
-# turns them off when this is 0 (docs/training.md).
+# Kept for the tests' trainings when set (docs/training.md: oneDNN off, an escape hatch).
 KEPT_ENV = {"FRAMEWATCH_CPU_ONEDNN"}
 
 

@@ -115,8 +115,8 @@ class Runtime:
 
 def setup_runtime(requested: str) -> Runtime:
     if os.environ.get("FRAMEWATCH_CPU_ONEDNN", "1") == "0":
-        # torch 2.14.1's CPU oneDNN kernels abort now and then with heap corruption ("double free",
-        # "invalid pointer") in training (docs/training.md); without them it runs, ~1.7x slower.
+        # An escape hatch: oneDNN off (much slower). The heap corruption it was added for came from
+        # channels-last input to oneDNN's backward, fixed in Preprocess (docs/training.md).
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -151,7 +151,11 @@ class Preprocess(nn.Module):
     std: torch.Tensor
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).float()
+        # contiguous(): the permuted NHWC batch has channels-last strides, and torch 2.14.1's CPU
+        # oneDNN convolution backward on such input corrupts the heap ("double free", "invalid
+        # pointer", SIGSEGV within the first steps: MobileOne-S0, 64 px, batch 16). In the ONNX
+        # graph this is a no-op.
+        x = pixels.permute(0, 3, 1, 2).contiguous().float()
         return (x - self.mean) / self.std
 
 
