@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[worker,train,dev]'
 	touch $(STAMP)
 
+# mypy checks the installed layout (framewatch.worker, …), mirrored by links in .typecheck/
+# because it cannot follow pyproject's package-dir mapping.
+MYPY := $(PY) scripts/typecheck_tree.py .typecheck >/dev/null && cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml --cache-dir ../.mypy_cache
+
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check worker engines framewatch training tests || true
-	$(BIN)/mypy
+	$(MYPY)
 
 # The default run: lint, types, unit and integration tests (real broker, Redis, ONNX model).
 # Services are started and stopped by the pytest fixtures; nothing is left running.
@@ -30,7 +33,7 @@ lint: install
 TEST_ENV := OMP_NUM_THREADS=1
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(MYPY)
 	$(TEST_ENV) $(BIN)/pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 test-slow: install
@@ -47,4 +50,4 @@ services-down:
 	-$(BIN)/framewatch dev down
 
 clean: services-down
-	rm -rf $(VENV) .framewatch demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .framewatch demo .pytest_cache .mypy_cache .ruff_cache .typecheck

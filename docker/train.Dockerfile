@@ -8,6 +8,7 @@ COPY framewatch ./framewatch
 COPY worker ./worker
 COPY engines ./engines
 COPY training ./training
+COPY benchmarks ./benchmarks
 # The image's own torch is kept; the train extra adds timm, transformers and the plotting stack.
 RUN pip install --no-cache-dir --no-deps . \
  && pip install --no-cache-dir "timm>=1.0.9" "transformers>=4.44" "onnx>=1.16" "onnxruntime>=1.18" "onnxscript>=0.1" \

@@ -2,7 +2,7 @@
 
 ``model.json`` is the one description every runtime reads; docs/contracts.md explains
 each field. TensorRT engines built from the artifact live beside it under
-``engines/<tensorrt-version>/<compute-capability>/`` (see :mod:`engines.tensorrt_backend`).
+``engines/<tensorrt-version>/<compute-capability>/`` (see :mod:`framewatch.engines.tensorrt_platform`).
 """
 
 from __future__ import annotations
@@ -14,18 +14,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from framewatch.errors import FrameWatchError
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "model.json"
 ONNX_NAME = "model.onnx"
 ONNX_FP16_NAME = "model.fp16.onnx"
+REFERENCE_NAME = "reference.npz"
 
 
-class ManifestError(ValueError):
+class ManifestError(FrameWatchError, ValueError):
     """The artifact is missing, malformed, of another format version, or its hashes do not match."""
 
 
 class Preprocessing(BaseModel):
-    """What the graph does to raw pixels before the network (folded in, so runtimes do nothing)."""
+    """What happens to a frame before the network. ``resize`` is the filter training resized frames
+    with, which the worker's decoder uses too; the rest is folded into the graph (runtimes pass raw
+    uint8 pixels)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +39,18 @@ class Preprocessing(BaseModel):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     scale: float = Field(1 / 255, description="Pixels are multiplied by this before mean/std.")
+
+
+class ReferenceFrames(BaseModel):
+    """A few input frames and the probabilities the trained model gave them, stored in the artifact
+    so that any backend can be checked against them (`framewatch engine check`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = REFERENCE_NAME
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    count: int = Field(ge=1)
+    tolerance: float = Field(gt=0, description="max |Δp| of the FP32 ONNX graph against these at export")
 
 
 class ModelManifest(BaseModel):
@@ -55,6 +72,7 @@ class ModelManifest(BaseModel):
     violent_index: int = Field(ge=0)
     threshold: float = Field(0.5, ge=0, le=1, description="Decision threshold chosen on the validation split.")
     preprocessing: Preprocessing
+    reference: ReferenceFrames | None = None
     opset: int = Field(ge=17)
     max_batch: int = Field(64, ge=1)
     training: dict[str, Any] = Field(default_factory=dict, description="Summary of the run that produced the model.")
@@ -101,6 +119,8 @@ def load_manifest(artifact_dir: Path | str, verify_hash: bool = True) -> ModelMa
         pairs = [(manifest.onnx_file, manifest.onnx_sha256)]
         if manifest.onnx_fp16_file and manifest.onnx_fp16_sha256:
             pairs.append((manifest.onnx_fp16_file, manifest.onnx_fp16_sha256))
+        if manifest.reference is not None:
+            pairs.append((manifest.reference.file, manifest.reference.sha256))
         for file_name, expected in pairs:
             onnx_path = artifact_dir / file_name
             if not onnx_path.exists():

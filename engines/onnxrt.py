@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: the embedded default on machines without TensorRT."""
+"""ONNX Runtime backend: the embedded default on machines without TensorRT (CUDA provider when
+onnxruntime-gpu sees a GPU, else the CPU). Registers the ``onnxruntime`` backend."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from engines.manifest import ModelManifest
+from framewatch.engines.base import EngineOptions, engine_fields, register_backend
+from framewatch.engines.manifest import ModelManifest
 
 
 class OnnxRuntimeEngine:
@@ -27,11 +29,13 @@ class OnnxRuntimeEngine:
             str(artifact_dir / manifest.onnx_file), sess_options=options, providers=providers or ["CPUExecutionProvider"],
         )
         self.providers = self.session.get_providers()
-        self.name = manifest.name
+        fields = engine_fields(manifest)
+        self.name: str = fields["name"]
+        self.input_size: tuple[int, int] = fields["input_size"]
+        self.labels: list[str] = fields["labels"]
+        self.violent_index: int = fields["violent_index"]
+        self.interpolation: str = fields["interpolation"]
         self.max_batch = manifest.max_batch
-        self.input_size = (manifest.input_height, manifest.input_width)
-        self.labels = list(manifest.labels)
-        self.violent_index = manifest.violent_index
         self._input_name = manifest.input_name
         self._output_names = [manifest.output_name]
         self._on_cuda = self.providers[0] == "CUDAExecutionProvider"
@@ -53,3 +57,21 @@ class OnnxRuntimeEngine:
         binding.bind_output(self._output_names[0], "cpu")
         self.session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+
+
+def providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it, then the CPU."""
+    available = ort.get_available_providers()
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+
+
+def _probe(artifact_dir: Path, manifest: ModelManifest) -> tuple[bool, str]:
+    chosen = providers()
+    return True, f"ONNX Runtime {'CUDA' if chosen[0] == 'CUDAExecutionProvider' else 'CPU'} provider"
+
+
+def _create(artifact_dir: Path, manifest: ModelManifest, options: EngineOptions) -> OnnxRuntimeEngine:
+    return OnnxRuntimeEngine(artifact_dir, manifest, providers=providers(), intra_op_threads=options.intra_op_threads)
+
+
+register_backend("onnxruntime", priority=10, probe=_probe, create=_create)

@@ -20,12 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from framewatch.errors import FrameWatchError
+
 ENV_PREFIX = "FRAMEWATCH_"
 ENV_NESTED_DELIMITER = "__"
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _given_paths(section: BaseModel, *names: str) -> dict[str, str]:
+    """The TLS file options that are set, as the strings the clients take."""
+    return {name: str(value) for name in names if (value := getattr(section, name)) is not None}
 
 
 def _secret_from_file(value: SecretStr | None, path: Path | None, name: str) -> SecretStr | None:
@@ -98,11 +105,7 @@ class KafkaSettings(_Section):
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(self, name)
-            if value is not None:
-                kwargs[name] = str(value)
-        return kwargs
+        return {**kwargs, **_given_paths(self, "ssl_cafile", "ssl_certfile", "ssl_keyfile")}
 
 
 class RedisSettings(_Section):
@@ -124,6 +127,15 @@ class RedisSettings(_Section):
     def _read_secrets(self) -> RedisSettings:
         self.password = _secret_from_file(self.password, self.password_file, "password")
         return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Credentials and TLS files in redis-py's keywords (timeouts and retries are the caller's)."""
+        kwargs: dict[str, Any] = {}
+        if self.username:
+            kwargs["username"] = self.username
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        return {**kwargs, **_given_paths(self, "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")}
 
 
 class DecodeSettings(_Section):
@@ -221,7 +233,7 @@ class FrameWatchSettings(BaseSettings):
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("framewatch_config_file", default=None)
 
 
-class ConfigError(ValueError):
+class ConfigError(FrameWatchError, ValueError):
     """Invalid configuration; the message names each bad field, its value and its source."""
 
 

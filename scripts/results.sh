@@ -6,15 +6,15 @@ set -euo pipefail
 OUT=${1:-results}
 FW=${FW:-.venv/bin/framewatch}
 SEEDS=${SEEDS:-"0 1 2"}
-COMMON=(--image-encoder mobileone_s0 --image-size 64 --epochs 10 --adapt-epochs 4 --batch-size 32 --lr 2e-3 --patience 10 --quiet)
-TEXT=(--text-encoder minilm --text-max-length 25 --fusion-dim 128)
+# The shared settings are the recipe training/recipes/results.yaml; each run adds its variant.
+COMMON=(--config results --quiet)
 mkdir -p "$OUT"
 [ -f "$OUT/data/dataset.json" ] || $FW data synth "$OUT/data" --train 1200 --val 300 --test 600 --seed 7 --image-size 64 --quiet
 for seed in $SEEDS; do
   run() { local name=$1; shift; [ -f "$OUT/runs/$name-s$seed/metrics.json" ] || $FW train --data "$OUT/data" --out "$OUT/runs/$name-s$seed" --seed "$seed" "${COMMON[@]}" "$@"; }
   run baseline --mode baseline
-  run guidance-frozen --mode guidance "${TEXT[@]}" --freeze-text
-  run guidance-trained --mode guidance "${TEXT[@]}" --train-text
+  run guidance-frozen --mode guidance --freeze-text
+  run guidance-trained --mode guidance --train-text
   run distill --mode distill --teacher "$OUT/runs/guidance-frozen-s$seed"
 done
 $FW report "$OUT"/runs/* --out "$OUT/report.md"

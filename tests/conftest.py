@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from framewatch.services import DevServices, running_services
+from framewatch.devservices import DevServices, running_services
 
 if TYPE_CHECKING:
-    from worker.lane import Lane
+    from framewatch.benchmarks.traffic import Sandbox
 
 # Short group timeouts: with kafka-python's defaults a group's first join against the
 # embedded broker takes ~23 s; with these it takes ~3 s.
@@ -31,13 +31,13 @@ def services() -> Iterator[DevServices]:
 
 
 @pytest.fixture()
-def lane(services: DevServices) -> Lane:
+def sandbox(services: DevServices) -> Sandbox:
     """An isolated topic, dead-letter topic, group and Redis prefix on the session's services."""
-    from worker.lane import Lane
+    from framewatch.benchmarks.traffic import Sandbox
 
-    lane = Lane(services.kafka_bootstrap, services.redis_url)
-    lane.create_topics()
-    return lane
+    sandbox = Sandbox(services.kafka_bootstrap, services.redis_url)
+    sandbox.create_topics()
+    return sandbox
 
 
 @pytest.fixture()
@@ -67,9 +67,10 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real artifact: a tiny synthetic set, one epoch of MobileOne-S0 at 64 px, exported to ONNX."""
     import torch
 
-    from training.export import export_run
-    from training.synth import write_dataset
-    from training.train import TrainConfig, train
+    from framewatch.training.config import TrainConfig
+    from framewatch.training.export import export_run
+    from framewatch.training.synth import write_dataset
+    from framewatch.training.train import train
 
     # torch 2.14.1's CPU oneDNN path aborted the test process with heap corruption while training
     # this fixture (seen once in ten runs, as in docs/training.md for mobileone_s4); without it: none.

@@ -9,7 +9,7 @@ from pathlib import Path
 def make_tiny_text_encoder(folder: Path, hidden: int = 32) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from training.models.encoders import resolve_text_encoder
+    from framewatch.training.models.encoders import resolve_text_encoder
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
@@ -25,8 +25,9 @@ def calibrate_batchnorm(run: Path, data: Path, image_size: int) -> None:
     them (cumulative average over the training images) so tests see informative probabilities."""
     import torch
 
-    from training.data import load_dataset
-    from training.train import Preprocess, load_image_classifier
+    from framewatch.training.data import load_dataset
+    from framewatch.training.preprocess import Preprocess
+    from framewatch.training.runs import load_image_classifier
 
     payload = torch.load(run / "model.pt", weights_only=False)
     model, _ = load_image_classifier(run)

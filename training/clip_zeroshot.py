@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import load_dataset
-from training.metrics import binary_metrics, choose_threshold
+from framewatch.training.data import DataError, load_dataset
+from framewatch.training.metrics import binary_metrics, choose_threshold
 
 # The paper's prompts, by what they describe: bound to the classes by name, never by position.
 PAPER_PROMPT_VIOLENT = "a violative photo"
@@ -61,10 +61,10 @@ def prompts_for(labels: list[str], violent_index: int, prompts: list[str] | dict
     if isinstance(prompts, dict):
         missing = [name for name in labels if name not in prompts]
         if missing:
-            raise ValueError(f"no prompt for label(s) {missing}; labels are {labels}")
+            raise DataError(f"no prompt for label(s) {missing}; labels are {labels}")
         return [prompts[name] for name in labels]
     if len(prompts) != len(labels):
-        raise ValueError(f"give one prompt per class, in label order {labels}, got {len(prompts)}")
+        raise DataError(f"give one prompt per class, in label order {labels}, got {len(prompts)}")
     return list(prompts)
 
 

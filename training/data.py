@@ -32,13 +32,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from framewatch.errors import FrameWatchError
+
 DEFAULT_LABELS = ("non-violent", "violent")
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.15
 VAL_SEED = 20240715  # fixed: the carved validation split never changes between runs
 
 
-class DataError(ValueError):
+class DataError(FrameWatchError, ValueError):
     """The data set cannot be used; the message lists what is wrong and where."""
 
 
@@ -132,6 +134,11 @@ def _label_index(raw: object, labels: list[str]) -> int | None:
         if raw.isdigit() and int(raw) < len(labels):
             return int(raw)
     return None
+
+
+# How training resizes frames; export writes it into model.json (preprocessing.resize) and the
+# worker's decoder resizes with the same filter.
+RESIZE = "bilinear"
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
@@ -275,3 +282,25 @@ def load_dataset(root: Path | str, image_size: int, max_bad_fraction: float = 0.
             raise DataError(f"split val has {positives} {labels[violent_index]!r} and {len(loaded['val']) - positives} other "
                             "frame(s): it needs both classes to select a model and choose a threshold")
     return Dataset(root, labels, violent_index, loaded, all_bad, val_carved)
+
+
+def imagefolder_frames(root: Path, height: int, width: int, count: int) -> list[np.ndarray]:
+    """Up to ``count`` RGB frames of an imagefolder data set (test split first), resized as training
+    resizes them. Unreadable rows are skipped."""
+    images: list[np.ndarray] = []
+    for split in ("test", "val", "train"):
+        meta = root / split / "metadata.jsonl"
+        if not meta.exists():
+            continue
+        for line in meta.read_text().splitlines():
+            if len(images) >= count:
+                return images
+            try:
+                with Image.open(root / split / json.loads(line)["file_name"]) as image:
+                    rgb = image.convert("RGB")
+                    if rgb.size != (width, height):
+                        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+                    images.append(np.asarray(rgb, dtype=np.uint8))
+            except (OSError, ValueError, KeyError):
+                continue
+    return images

@@ -20,27 +20,34 @@ import torch
 from timm.utils import reparameterize_model
 from torch import nn
 
-from engines.bench import imagefolder_frames
-from engines.manifest import (
+from framewatch.engines.manifest import (
     FORMAT_VERSION,
     ONNX_FP16_NAME,
     ONNX_NAME,
+    REFERENCE_NAME,
     ModelManifest,
     Preprocessing,
+    ReferenceFrames,
     sha256_file,
     write_manifest,
 )
-from training.train import Preprocess, load_image_classifier
+from framewatch.errors import FrameWatchError
+from framewatch.training.data import RESIZE, imagefolder_frames
+from framewatch.training.preprocess import Preprocess
+from framewatch.training.runs import load_image_classifier
 
 # On probabilities. 1e-4 failed once at 1.1e-4 (MobileOne's BatchNorm folded into its convs, oneDNN
 # off); a wrong mean, std or channel order moves them by 1e-2 and more.
 PARITY_TOLERANCE = 5e-4
 PARITY_IMAGES = 32
+# Frames stored in the artifact with their expected probabilities, for `framewatch engine check`:
+# a few per class is enough to catch a wrong channel order, mean/std or precision (~40 KB at 64 px).
+REFERENCE_FRAMES = 8
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
 
 
-class ExportError(RuntimeError):
+class ExportError(FrameWatchError, RuntimeError):
     pass
 
 
@@ -127,7 +134,9 @@ def export_run(run_dir: Path, out: Path, input_size: int | None = None, fp16: bo
         onnx_file=ONNX_NAME, onnx_sha256=sha256_file(onnx_path), onnx_fp16_file=fp16_file, onnx_fp16_sha256=fp16_sha,
         input_name=INPUT_NAME, output_name=OUTPUT_NAME, input_height=size, input_width=size,
         labels=list(payload["labels"]), violent_index=int(payload["violent_index"]), threshold=float(payload["threshold"]),
-        preprocessing=Preprocessing(resize=payload.get("interpolation", "bilinear"), mean=mean, std=std),
+        # What training did: its resize (training/data.py), not the encoder's pretraining config.
+        preprocessing=Preprocessing(resize=payload.get("resize", RESIZE), mean=mean, std=std),
+        reference=_reference_frames(pixels, reference, int(payload["violent_index"]), out),
         opset=opset, max_batch=max_batch,
         training={
             "run": str(run_dir), "mode": config["mode"], "variant": metrics.get("variant"), "image_encoder": config["image_encoder"],
@@ -138,6 +147,17 @@ def export_run(run_dir: Path, out: Path, input_size: int | None = None, fp16: bo
     )
     write_manifest(out, manifest)
     return report
+
+
+def _reference_frames(pixels: np.ndarray, probabilities: np.ndarray, violent_index: int, out: Path) -> ReferenceFrames:
+    """The most and least violent of the parity frames and a few between, with what PyTorch gave
+    them: `engine check` compares any backend with these, with no data set in reach."""
+    order = np.argsort(probabilities[:, violent_index])
+    picks = np.unique(np.linspace(0, len(order) - 1, min(REFERENCE_FRAMES, len(order))).round().astype(int))
+    chosen = order[picks]
+    path = out / REFERENCE_NAME
+    np.savez_compressed(path, frames=pixels[chosen], probabilities=probabilities[chosen].astype(np.float32))
+    return ReferenceFrames(file=REFERENCE_NAME, sha256=sha256_file(path), count=len(chosen), tolerance=PARITY_TOLERANCE)
 
 
 def _short(metrics: dict[str, Any], split: str) -> dict[str, float] | None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from training.metrics import pr_curve, roc_auc, roc_curve
+from framewatch.machine import pyplot
+from framewatch.training.metrics import pr_curve, roc_auc, roc_curve
+
+plt = pyplot()
 
 
 def plot_curves(history: list[dict[str, float | int | str]], path: Path) -> Path:

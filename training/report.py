@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from framewatch.errors import FrameWatchError
+
 METRICS = ("precision", "recall", "accuracy", "majority_accuracy", "f1", "roc_auc")
 # Runs averaged in one row must agree on these (a row is one setup over several seeds).
 SETUP_FIELDS = ("image_encoder", "image_size", "pretrained", "epochs", "adapt_epochs", "adapt_head_epochs", "batch_size", "lr",
@@ -26,7 +28,7 @@ SETUP_FIELDS = ("image_encoder", "image_size", "pretrained", "epochs", "adapt_ep
                 "distill_temperature", "teacher", "data")
 
 
-class ReportError(ValueError):
+class ReportError(FrameWatchError, ValueError):
     """The runs cannot be reported together as given; the message says why."""
 ORDER = ["CLIP", "baseline", "guidance (text frozen)", "guidance (text trained)", "distill", "teacher (text frozen)", "teacher (text trained)"]
 
@@ -43,7 +45,7 @@ def measure_latency(run_dir: Path, batch_sizes: tuple[int, ...] = (1, 32), repea
     import torch
     from timm.utils import reparameterize_model
 
-    from training.train import load_image_classifier
+    from framewatch.training.runs import load_image_classifier
 
     trained, payload = load_image_classifier(run_dir)
     model = reparameterize_model(trained).eval()
@@ -72,7 +74,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def _setup(config: dict[str, Any]) -> dict[str, Any]:
-    from training.metrics import DEFAULT_RULE, DEFAULT_TARGETS
+    from framewatch.training.metrics import DEFAULT_RULE, DEFAULT_TARGETS
 
     setup = {name: config.get(name) for name in SETUP_FIELDS}
     for name in ("data", "teacher"):
@@ -91,7 +93,7 @@ def collect(run_dirs: list[Path], measure: bool = True, trivial: bool = False) -
     for run in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # a run named twice counts once
         metrics_path = run / "metrics.json"
         if not metrics_path.exists():
-            raise FileNotFoundError(f"{run} has no metrics.json: is it a finished run?")
+            raise ReportError(f"{run} has no metrics.json: is it a finished run?")
         metrics = json.loads(metrics_path.read_text())
         config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
         groups[metrics["variant"]].append({"run": run, "metrics": metrics, "config": config})
@@ -138,8 +140,8 @@ def _trivial_row(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | No
     that sees no shapes at all scores here. None (and a note on stderr) when it cannot be made."""
     import sys
 
-    from training.data import DataError
-    from training.trivial import colour_baseline
+    from framewatch.training.data import DataError
+    from framewatch.training.trivial import colour_baseline
 
     configs = [r["config"] for runs in groups.values() for r in runs if r["config"].get("mode") != "clip"]
     data = {str(Path(c["data"]).resolve()) for c in configs if c.get("data")}
@@ -189,10 +191,9 @@ def _check_comparable(variant: str, runs: list[dict[str, Any]]) -> None:
 
 
 def plot_summary(report: dict[str, Any], path: Path) -> Path:
-    import matplotlib
+    from framewatch.machine import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = report["rows"]
     labels = [r["variant"] for r in rows]

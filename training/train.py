@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,128 +34,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import Dataset, SplitData, load_dataset
-from training.metrics import binary_metrics, choose_threshold
-from training.models import (
+from framewatch.training.config import TrainConfig
+from framewatch.training.data import Dataset, SplitData, load_dataset
+from framewatch.training.distributed import DDPAdapter, Placement, average_buffers, place, seed_everything
+from framewatch.training.metrics import binary_metrics, choose_threshold
+from framewatch.training.models import (
     FusionConfig,
     GuidanceNetwork,
     ImageClassifier,
     build_image_encoder,
     build_text_encoder,
 )
-from training.models.encoders import TextEncoder, image_data_config
+from framewatch.training.models.encoders import TextEncoder, image_data_config
+from framewatch.training.preprocess import Preprocess
+from framewatch.training.runs import CHECKPOINT_DIR, RunError, save_run, variant_name
 
-Mode = Literal["baseline", "guidance", "teacher", "distill"]
-MODES: tuple[Mode, ...] = ("baseline", "guidance", "teacher", "distill")
-CHECKPOINT_DIR = "checkpoints"
-MODEL_FILE = "model.pt"
 TEXT_MODULE = "text_encoder"  # the fused network's submodule name for a text encoder that trains
-
-
-@dataclass
-class TrainConfig:
-    data: Path
-    out: Path
-    mode: Mode = "guidance"
-    image_encoder: str = "mobileone_s4"
-    pretrained: bool = False
-    text_encoder: str = "distilbert-base-uncased"
-    text_max_length: int = 121
-    freeze_text: bool = True
-    fusion: Literal["paper", "official"] = "paper"
-    fusion_dim: int | None = None
-    image_size: int = 224
-    epochs: int = 10
-    adapt_epochs: int | None = None  # default: same as epochs
-    batch_size: int = 32
-    lr: float = 3e-4
-    # A pretrained text encoder trained at the image encoder's lr forgets what it knew; BERT-family
-    # fine-tuning uses ~2e-5.
-    text_lr: float = 2e-5
-    # Adapt stage: epochs that train only the fresh head on the frozen guided encoder before the
-    # whole model is fine-tuned (linear probe, then fine-tune; Kumar et al. 2022), so the
-    # randomly initialised head's first gradients do not overwrite the guided features.
-    adapt_head_epochs: int = 1
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    grad_clip: float = 1.0
-    patience: int = 3
-    seed: int = 0
-    dropout: float = 0.1
-    distill_alpha: float = 0.5
-    distill_temperature: float = 2.0
-    teacher: Path | None = None
-    max_bad_fraction: float = 0.01
-    # The operating point, chosen on val (training/metrics.py choose_threshold): the lowest
-    # threshold with at most 5 % false alarms on val, unless told otherwise.
-    threshold_rule: str = "fpr"
-    threshold_target: float | None = None
-    positive_label: str | None = None  # the violent class's name, when the labels do not say it unambiguously
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-
-# --- set-up ------------------------------------------------------------------------------
-
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime(requested: str) -> Runtime:
-    if os.environ.get("FRAMEWATCH_CPU_ONEDNN", "1") == "0":
-        # An escape hatch: oneDNN off (much slower). The heap corruption it was added for came from
-        # channels-last input to oneDNN's backward, fixed in Preprocess (docs/training.md).
-        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.type == "cuda":
-            torch.cuda.set_device(local)
-            device = torch.device("cuda", local)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Runtime(device, rank, world)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    # Deterministic on CPU; on GPU some kernels have no deterministic version, so only warn.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-class Preprocess(nn.Module):
-    """uint8 NHWC RGB → normalised float NCHW. The same maths is folded into the ONNX graph."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # contiguous(): the permuted NHWC batch has channels-last strides, and torch 2.14.1's CPU
-        # oneDNN convolution backward on such input corrupts the heap ("double free", "invalid
-        # pointer", SIGSEGV within the first steps: MobileOne-S0, 64 px, batch 16). In the ONNX
-        # graph this is a no-op.
-        x = pixels.permute(0, 3, 1, 2).contiguous().float()
-        return (x - self.mean) / self.std
 
 
 # --- batches -----------------------------------------------------------------------------
@@ -275,7 +168,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 def run_stage(
     name: str, model: nn.Module, forward: ForwardFn, loss_fn: LossFn, train: SplitTensors, val: SplitTensors,
-    cfg: TrainConfig, epochs: int, rt: Runtime, violent_index: int, checkpoint: Path, progress: Any,
+    cfg: TrainConfig, epochs: int, rt: Placement, violent_index: int, checkpoint: Path, progress: Any,
     frozen: tuple[nn.Module, ...] = (), start_val_auc: float = -1.0,
 ) -> StageResult:
     """Train ``model`` for up to ``epochs``, keep the state with the best validation ROC-AUC.
@@ -294,7 +187,7 @@ def run_stage(
     if rt.world > 1:
         device_ids = [rt.device.index] if rt.device.type == "cuda" else None
         # The attention pool's value/output projections never reach the loss (only its map does).
-        trained = nn.parallel.DistributedDataParallel(_DDPAdapter(model, forward), device_ids=device_ids, find_unused_parameters=True)
+        trained = nn.parallel.DistributedDataParallel(DDPAdapter(model, forward), device_ids=device_ids, find_unused_parameters=True)
     result = StageResult(name, {k: v.detach().clone() for k, v in model.state_dict().items()}, 0, start_val_auc)
     start_epoch, stale = 1, 0
     if cfg.resume and checkpoint.exists():
@@ -363,15 +256,6 @@ def run_stage(
     return result
 
 
-@torch.no_grad()
-def average_buffers(model: nn.Module, world: int) -> None:
-    """BatchNorm running statistics averaged over the ranks (each saw its own batches last)."""
-    for buffer in model.buffers():
-        if buffer.dtype.is_floating_point:
-            dist.all_reduce(buffer)
-            buffer /= world
-
-
 def forward_with(module: nn.Module, forward: ForwardFn, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     # Under DDP the wrapper's own __call__ must run so that gradients are all-reduced.
     if isinstance(module, nn.parallel.DistributedDataParallel):
@@ -381,18 +265,6 @@ def forward_with(module: nn.Module, forward: ForwardFn, batch: dict[str, torch.T
 
 
 # --- the modes ---------------------------------------------------------------------------
-
-class _DDPAdapter(nn.Module):
-    """Lets DDP wrap a (model, forward function) pair: DDP calls module(batch)."""
-
-    def __init__(self, model: nn.Module, forward: ForwardFn) -> None:
-        super().__init__()
-        self.model = model
-        self._forward = forward
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._forward(batch, True)
-
 
 def ce_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits, batch["labels"])
@@ -426,7 +298,7 @@ class Prepared:
     text: TextEncoder | None
 
 
-def prepare(cfg: TrainConfig, rt: Runtime, needs_text: bool) -> Prepared:
+def prepare(cfg: TrainConfig, rt: Placement, needs_text: bool) -> Prepared:
     dataset = load_dataset(cfg.data, cfg.image_size, cfg.max_bad_fraction, positive_label=cfg.positive_label)
     probe = build_image_encoder(cfg.image_encoder, pretrained=False)
     data_cfg = image_data_config(probe)
@@ -467,7 +339,7 @@ def image_forward(model: ImageClassifier, prep: Prepared) -> ForwardFn:
     return forward
 
 
-def build_fused(cfg: TrainConfig, prep: Prepared, num_classes: int, rt: Runtime) -> GuidanceNetwork:
+def build_fused(cfg: TrainConfig, prep: Prepared, num_classes: int, rt: Placement) -> GuidanceNetwork:
     assert prep.text is not None
     encoder = build_image_encoder(cfg.image_encoder, cfg.pretrained)
     encoder.eval()  # probing the feature map with one image must not touch BatchNorm statistics
@@ -497,7 +369,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-    rt = setup_runtime(cfg.device)
+    rt = place(cfg.device)
     seed_everything(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / CHECKPOINT_DIR).mkdir(exist_ok=True)
@@ -576,19 +448,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         **extra,
     }
     if rt.main:
-        save_run(cfg, final_model, summary, metrics, prep)
+        save_run(cfg, final_model, summary, metrics, labels, violent)
     if rt.world > 1:
         dist.destroy_process_group()
     return summary
 
 
-def variant_name(cfg: TrainConfig) -> str:
-    if cfg.mode in ("guidance", "teacher") or (cfg.mode == "distill" and cfg.teacher is None):
-        return f"{cfg.mode} (text {'frozen' if cfg.freeze_text else 'trained'})"
-    return cfg.mode
-
-
-def evaluate(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Runtime, violent: int) -> dict[str, Any]:
+def evaluate(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Placement, violent: int) -> dict[str, Any]:
     """The operating point from val (``cfg.threshold_rule``), then metrics on every split at it."""
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in ("val", "test"):
@@ -608,45 +474,9 @@ def load_teacher_probs(teacher_dir: Path, prep: Prepared) -> dict[str, torch.Ten
     """Soft labels written by a teacher or guidance run (teacher_probs.pt)."""
     path = teacher_dir / "teacher_probs.pt"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: --teacher must name a finished teacher or guidance run")
+        raise RunError(f"{path} is missing: --teacher must name a finished teacher or guidance run")
     probs: dict[str, torch.Tensor] = torch.load(path, weights_only=True)
     for name, split in prep.splits.items():
         if name not in probs or len(probs[name]) != len(split):
-            raise ValueError(f"teacher run {teacher_dir} was trained on other data: split {name} does not match")
+            raise RunError(f"teacher run {teacher_dir} was trained on other data: split {name} does not match")
     return probs
-
-
-def save_run(cfg: TrainConfig, model: nn.Module, summary: dict[str, Any], metrics: dict[str, Any], prep: Prepared) -> None:
-    from training.plots import plot_curves, plot_roc_pr
-
-    data_cfg = image_data_config(build_image_encoder(cfg.image_encoder, False))
-    payload = {
-        "kind": "fused" if cfg.mode == "teacher" else "image-classifier",
-        "state_dict": model.state_dict(),
-        "image_encoder": cfg.image_encoder,
-        "num_classes": len(prep.dataset.labels),
-        "image_size": cfg.image_size,
-        "mean": data_cfg["mean"],
-        "std": data_cfg["std"],
-        "interpolation": data_cfg["interpolation"],
-        "labels": prep.dataset.labels,
-        "violent_index": prep.dataset.violent_index,
-        "threshold": summary["threshold"],
-        "dropout": cfg.dropout,
-    }
-    torch.save(payload, cfg.out / MODEL_FILE)
-    np.savez(cfg.out / "scores.npz", **{f"{n}_{kind}": arr for n, pair in metrics["scores"].items() for kind, arr in zip(("labels", "scores"), pair, strict=True)})
-    (cfg.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    plot_curves(summary["history"], cfg.out / "curves.png")
-    curves = {name: metrics["scores"][name] for name in ("val", "test") if name in metrics["scores"]}
-    plot_roc_pr(curves, cfg.out / "roc_pr.png", title=summary["variant"])
-
-
-def load_image_classifier(run_dir: Path) -> tuple[ImageClassifier, dict[str, Any]]:
-    """The deployed image-only model of a run, in eval mode, and its metadata."""
-    payload = torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=False)
-    if payload["kind"] != "image-classifier":
-        raise ValueError(f"{run_dir} is a {payload['kind']} run: it needs text at inference and cannot be deployed image-only")
-    model = ImageClassifier(build_image_encoder(payload["image_encoder"], False), payload["num_classes"], payload.get("dropout", 0.1))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload

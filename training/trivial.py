@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from training.data import load_dataset
-from training.metrics import binary_metrics, choose_threshold
+from framewatch.training.data import load_dataset
+from framewatch.training.metrics import binary_metrics, choose_threshold
 
 FEATURES = ("mean R", "mean G", "mean B", "saturation", "brightness std", "dark-red fraction")
 

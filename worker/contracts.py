@@ -2,7 +2,7 @@
 
 Three parts live here: the Kafka input message, the dead-letter message, and the Redis
 keys and fields that moderation tools read. The model artifact contract lives in
-:mod:`engines.manifest`.
+:mod:`framewatch.engines.manifest`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-# --- Kafka input -------------------------------------------------------------------------
-
-DEFAULT_TOPIC = "framewatch.segments"
-DEFAULT_DLQ_TOPIC = "framewatch.segments.dlq"
+# --- Kafka input (topic names are configuration: framewatch.config KafkaSettings) --------
 
 HEADER_CONTENT_TYPE = "content-type"
 HEADER_STREAM_ID = "stream-id"

@@ -38,13 +38,18 @@ import math
 import struct
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import av
 import av.error
 import av.logging
 import numpy as np
 
-from worker.contracts import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
+from framewatch.worker.contracts import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
+
+if TYPE_CHECKING:
+    from framewatch.config import DecodeSettings
+    from framewatch.engines.base import Engine
 
 INTERPOLATION = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "POINT"}
 # The demuxers the contract needs, by FFmpeg name; nothing else may probe the bytes.
@@ -339,3 +344,17 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     if request.segment_duration_ms is not None and not truncated and not is_image:
         duration = max(duration, request.segment_duration_ms)
     return DecodeResult(frames, decoded, time.monotonic() - started, width, height, duration_ms=duration, truncated=truncated)
+
+
+def decode_request(d: DecodeSettings, engine: Engine, payload: bytes, content_type: str | None,
+                   segment_start_ms: int | None, segment_duration_ms: int | None) -> DecodeRequest:
+    """What the decode pool is asked for one message: the engine's input size and the resize
+    filter training used (model.json preprocessing.resize),
+    the decode settings and limits. The benchmarks build their requests here too."""
+    height, width = engine.input_size
+    return DecodeRequest(
+        payload=payload, content_type=content_type, width=width, height=height,
+        interpolation=engine.interpolation, sample_fps=d.sample_fps, keyframes_only=d.keyframes_only,
+        segment_start_ms=segment_start_ms, limits=DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds), hwaccel=d.hwaccel,
+        segment_duration_ms=segment_duration_ms, strict=d.strict, truncation_tolerance_ms=d.truncation_tolerance_ms,
+    )

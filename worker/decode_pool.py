@@ -1,4 +1,4 @@
-"""The decode pool: processes running :func:`worker.decode.decode_segment`, supervised.
+"""The decode pool: processes running :func:`framewatch.worker.decode.decode_segment`, supervised.
 
 FFmpeg runs on hostile bytes, so a decode process may crash (a bug hit by an input, the OOM
 killer) or hang (a decoder stuck in a loop, where the in-process time check between frames is
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.decode import DecodeError, DecodeRequest, DecodeResult, decode_segment
+from framewatch.worker.decode import DecodeError, DecodeRequest, DecodeResult, decode_segment
 
 ERROR_CRASH = "decoder-crash"
 ERROR_TIMEOUT = "decode-timeout"

@@ -31,10 +31,10 @@ import numpy as np
 import redis.exceptions as rex
 
 from framewatch.logs import get_logger
-from worker.batcher import DynamicBatcher
-from worker.metrics import Health, WorkerMetrics
-from worker.redis_io import TRANSIENT_ERRORS, Publisher, ScoredFrame, parse_state, stream_specific
-from worker.scoring import SKIP_REPLAY, FrameScore, MessageTime, Scoring, StreamScorer
+from framewatch.worker.batcher import DynamicBatcher
+from framewatch.worker.metrics import Health, WorkerMetrics
+from framewatch.worker.redis_io import TRANSIENT_ERRORS, Publisher, ScoredFrame, parse_state, stream_specific
+from framewatch.worker.scoring import SKIP_REPLAY, FrameScore, MessageTime, Scoring, StreamScorer
 
 log = get_logger("worker")
 

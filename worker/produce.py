@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from worker.contracts import segment_headers
-from worker.media import Segment, cut_segments, read_video
+from framewatch.worker.contracts import segment_headers
+from framewatch.worker.media import Segment, cut_segments, read_video
 
 
 def publish_segments(producer: KafkaProducer, topic: str, stream_id: str, segments: Iterable[Segment], realtime: bool = False,

@@ -1,7 +1,7 @@
 """Redis: the publisher (one pipeline per batch), the upkeep of the ranking, and the look-up API
 moderation tools use.
 
-Writes follow docs/contracts.md through :class:`worker.contracts.RedisKeys`.
+Writes follow docs/contracts.md through :class:`framewatch.worker.contracts.RedisKeys`.
 
 **Single node.** A batch is one MULTI/EXEC transaction: a worker killed mid-write leaves all of it
 or none of it, so a replay writes each frame exactly once. The stream hash carries each
@@ -33,8 +33,8 @@ import redis.exceptions as rex
 
 from framewatch.config import RedisSettings
 from framewatch.logs import get_logger
-from worker import contracts as c
-from worker.scoring import REASON_STALE, FrameScore, StreamState
+from framewatch.worker import contracts as c
+from framewatch.worker.scoring import REASON_STALE, FrameScore, StreamState
 
 log = get_logger("redis")
 
@@ -59,14 +59,7 @@ def connect(settings: RedisSettings, writer: bool = False) -> Any:
         from redis.retry import Retry
 
         kwargs["retry"] = Retry(NoBackoff(), 0)
-    if settings.username:
-        kwargs["username"] = settings.username
-    if settings.password is not None:
-        kwargs["password"] = settings.password.get_secret_value()
-    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-        value = getattr(settings, name)
-        if value is not None:
-            kwargs[name] = str(value)
+    kwargs.update(settings.client_kwargs())
     if settings.cluster:
         from redis.cluster import RedisCluster
 

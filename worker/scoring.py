@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker.contracts import ALERT_CLEAR, ALERT_RAISE
+from framewatch.worker.contracts import ALERT_CLEAR, ALERT_RAISE
 
 # Alert event reasons (docs/contracts.md).
 REASON_ABOVE_ON = "ema-above-alert-on"

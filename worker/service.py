@@ -4,19 +4,18 @@ Threads and processes::
 
     main thread      poll (never blocked by decode or inference), DLQ, commits, pause/resume,
                      rebalance callbacks, metrics of lag; the only user of the consumer
-    decode pool      `decode.workers` processes running worker.decode.decode_segment
+    decode pool      `decode.workers` processes running framewatch.worker.decode.decode_segment
     inference thread batcher → engine.infer → scorer → one Redis transaction per batch,
                      retried with backoff while Redis is down; reports finished messages
 
 Delivery is at least once: an offset is committed only when the message and every earlier
-message of its partition are done (worker.offsets). Decoded messages enter the batcher in
+message of its partition are done (framewatch.worker.offsets). Decoded messages enter the batcher in
 offset order per partition, so one stream's frames are scored and written in stream order.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import queue
 import signal
@@ -28,33 +27,25 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CorruptRecordError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from engines.api import Engine
-from framewatch.config import FrameWatchSettings
+from framewatch.config import ConfigError, FrameWatchSettings
+from framewatch.engines.base import Engine
 from framewatch.logs import get_logger
-from worker import contracts
-from worker.batcher import DynamicBatcher
-from worker.decode import DecodeError, DecodeLimits, DecodeRequest
-from worker.decode_pool import DecodeJob, DecodePool
-from worker.inference import FrameItem, InferenceLoop, RateLimitedLog
-from worker.metrics import Health, WorkerMetrics, serve
-from worker.offsets import OffsetTracker
-from worker.redis_io import Publisher, connect
-from worker.scoring import MessageTime, ScoringParams, StreamScorer
+from framewatch.worker import contracts
+from framewatch.worker.batcher import DynamicBatcher
+from framewatch.worker.deadletter import DLQ_HEADER_ROOM, DeadLetterFailed, DeadLetters
+from framewatch.worker.decode import DecodeError, DecodeRequest, decode_request
+from framewatch.worker.decode_pool import DecodeJob, DecodePool
+from framewatch.worker.inference import FrameItem, InferenceLoop, RateLimitedLog
+from framewatch.worker.kafka_client import BrokerWatch, connect_consumer, partition_lag, stuck_partition
+from framewatch.worker.metrics import Health, WorkerMetrics, serve
+from framewatch.worker.offsets import OffsetTracker
+from framewatch.worker.redis_io import Publisher, connect
+from framewatch.worker.scoring import MessageTime, ScoringParams, StreamScorer
 
 log = get_logger("worker")
-
-# A dead letter the DLQ refuses as too large is written as an envelope: key, headers, the first
-# bytes of the value and its digest (docs/contracts.md, "Dead-letter topic").
-DLQ_ENVELOPE_BYTES = 64 * 1024
-DLQ_HEADER_ROOM = 1024 * 1024  # headers of a DLQ copy on top of the message's value
-
-
-class DeadLetterFailed(RuntimeError):
-    """The dead-letter topic refused a copy for good: the message cannot be quarantined."""
-
 
 @dataclass(eq=False)
 class InFlight:
@@ -118,8 +109,10 @@ class Worker:
         self._last_unreadable: tuple[str, int, int] | None = None
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
+        self.dead_letters: DeadLetters | None = None
         self.pool: DecodePool | None = None
         self.inference: InferenceLoop | None = None
+        self.broker_watch = BrokerWatch()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -165,6 +158,8 @@ class Worker:
         # The DLQ copy of any message the input accepts must fit (too-large ones are trimmed).
         max_request = s.decode.max_message_bytes + DLQ_HEADER_ROOM
         self.producer = KafkaProducer(acks="all", retries=5, linger_ms=0, max_request_size=max_request, **k.client_kwargs())
+        self.dead_letters = DeadLetters(self.producer, k.dlq_topic, k.dlq_timeout_s, s.shutdown_grace_s, self.metrics, self.health,
+                                        self.stopping, self.hard_stop)
         self.consumer.subscribe([k.topic], listener=_Rebalance(self))
         self.inference = InferenceLoop(
             batcher=self.batcher, engine=self.engine, scorer=self.scorer, publisher=self.publisher, metrics=self.metrics,
@@ -191,23 +186,10 @@ class Worker:
         return 0 if self.failed is None else 1
 
     def _connect_consumer(self) -> KafkaConsumer:
-        k = self.settings.kafka
-        delay = 0.5
-        while not self.stopping.is_set():
-            try:
-                return KafkaConsumer(
-                    group_id=k.group, enable_auto_commit=False, auto_offset_reset="earliest",
-                    session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-                    max_poll_interval_ms=k.max_poll_interval_ms, max_poll_records=k.max_poll_records,
-                    fetch_max_bytes=k.fetch_max_bytes, max_partition_fetch_bytes=k.max_partition_fetch_bytes,
-                    **k.client_kwargs(),
-                )
-            except KafkaError as exc:
-                self.health.reason = f"broker unreachable: {exc}"
-                log.warning("cannot reach the broker, retrying", error=str(exc), retry_in_s=delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise SystemExit(0)
+        consumer = connect_consumer(self.settings.kafka, self.stopping, self.health)
+        if consumer is None:
+            raise SystemExit(0)
+        return consumer
 
     def _main_loop(self) -> None:
         assert self.consumer is not None
@@ -311,21 +293,8 @@ class Worker:
         self.consumer.seek(tp, offset + 1)
 
     def _stuck_partition(self) -> tuple[TopicPartition, int] | None:
-        """The partition whose fetched data the client failed on: kafka-python keeps it as the
-        fetch it is draining (the other partitions' positions are where their data starts)."""
         assert self.consumer is not None
-        fetcher: Any = getattr(self.consumer, "_fetcher", None)
-        current: Any = getattr(fetcher, "_next_partition_records", None)
-        tp = getattr(current, "topic_partition", None) if current else None  # a drained fetch is falsy
-        if tp is None:
-            completed = list(getattr(fetcher, "_completed_fetches", []) or [])
-            tp = getattr(completed[0], "topic_partition", None) if completed else None
-        if tp is None:
-            return None
-        try:
-            return tp, self.consumer.position(tp)
-        except KafkaError:
-            return None
+        return stuck_partition(self.consumer)
 
     def _poll_budget(self) -> int:
         free = self.settings.batch.max_inflight_messages - self.offsets.in_flight
@@ -356,7 +325,7 @@ class Worker:
     def _decode_request(self, message: contracts.SegmentMessage) -> DecodeRequest:
         # An untimed message is decoded from 0: its place in stream time is the scorer's to give.
         start = message.segment_start_ms if message.timed else 0
-        request = decode_request(self.settings, self.engine, message.payload, message.content_type, start, message.segment_duration_ms)
+        request = decode_request(self.settings.decode, self.engine, message.payload, message.content_type, start, message.segment_duration_ms)
         if self.settings.faults.decode_hang_stream is not None and message.stream_id == self.settings.faults.decode_hang_stream:
             request = replace(request, fault_hang=True)
         return request
@@ -429,41 +398,8 @@ class Worker:
 
     def _send_dlq(self, key: bytes | None, value: bytes | None, headers: Any, topic: str, partition: int, offset: int,
                   error_type: str, error: str) -> None:
-        """Copy a message to the DLQ and wait for the broker's ack (its offset is committed right
-        after). Retriable errors are retried for ``kafka.dlq_timeout_s``; a copy the DLQ refuses as
-        too large is written as an envelope; anything else raises :class:`DeadLetterFailed`."""
-        assert self.producer is not None
-        value = value or b""
-        dlq_headers = contracts.dlq_headers(error_type, error, topic, partition, offset, headers)
-        deadline = time.monotonic() + self.settings.kafka.dlq_timeout_s
-        if self.stopping.is_set():  # within the shutdown's grace, whatever the DLQ timeout
-            deadline = min(deadline, time.monotonic() + max(1.0, self.settings.shutdown_grace_s / 4))
-        delay, trimmed = 0.2, False
-        while True:
-            try:
-                self.producer.send(self.settings.kafka.dlq_topic, key=key, value=value, headers=dlq_headers).get(timeout=10)
-                break
-            except MessageSizeTooLargeError as exc:
-                if trimmed:
-                    raise DeadLetterFailed(f"the dead-letter topic refuses even the trimmed copy of {topic}/{partition}@{offset}: {exc}") from None
-                value, dlq_headers = dlq_envelope(value, dlq_headers)
-                key = key[:1024] if key else key
-                trimmed = True
-                self.metrics.dlq_envelopes.inc()
-                log.warning("dead letter too large for the DLQ: writing its envelope", error=str(exc)[:200], partition=partition, offset=offset)
-            except KafkaError as exc:
-                if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
-                    raise DeadLetterFailed(f"the dead-letter topic refused {topic}/{partition}@{offset}: {exc.__class__.__name__}: {exc}") from None
-                if self.hard_stop.is_set() or time.monotonic() > deadline:
-                    raise DeadLetterFailed(f"dead-letter writes failing for {self.settings.kafka.dlq_timeout_s:.0f} s: {exc}") from None
-                log.warning("dead-letter write failed, retrying", error=str(exc), topic=topic, partition=partition, offset=offset)
-                self.health.tick()
-                self.hard_stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-        self.metrics.dlq.labels(error_type).inc()
-        self.metrics.messages.labels("dead-lettered").inc()
-        stream = key.decode("utf-8", "replace")[:80] if key else None
-        log.warning("message dead-lettered", error_type=error_type, error=error[:200], stream=stream, partition=partition, offset=offset)
+        assert self.dead_letters is not None
+        self.dead_letters.send(key, value, headers, topic, partition, offset, error_type, error)
 
     # --- inference side ----------------------------------------------------------------
 
@@ -540,25 +476,9 @@ class Worker:
                               "ok" if assigned else "ok (no partitions assigned: an idle member of the group)")
         self.metrics.ready.set(int(ready))
 
-    _broker_checked_at = 0.0
-    _broker_ok = True
-
     def _broker_connected(self) -> bool:
-        """Whether the consumer holds any broker connection; kafka-python keeps the assignment through
-        an outage, so the assignment alone would report ready with no broker. Read once a second."""
         assert self.consumer is not None
-        now = time.monotonic()
-        if now - self._broker_checked_at >= 1.0:
-            self._broker_checked_at = now
-            metrics: Any = self.consumer.metrics()
-            connections = metrics.get("consumer-metrics", {}).get("connection-count")
-            ok = connections is None or connections > 0
-            if ok and not self._broker_ok:
-                log.info("broker connection back")
-            elif not ok and self._broker_ok:
-                log.warning("broker connection lost, retrying")
-            self._broker_ok = ok
-        return self._broker_ok
+        return self.broker_watch.connected(self.consumer)
 
     def _pause_all(self) -> None:
         assert self.consumer is not None
@@ -577,16 +497,9 @@ class Worker:
 
     def _update_lag(self) -> None:
         assert self.consumer is not None
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                position = self.consumer.position(tp)
-            except KafkaError:
-                continue
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
-            self._lag_series = self._lag_series | {(tp.topic, tp.partition)}
+        for (topic, partition), lag in partition_lag(self.consumer).items():
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
+            self._lag_series = self._lag_series | {(topic, partition)}
 
     # --- rebalance (called inside poll, on the main thread) ---------------------------
 
@@ -641,38 +554,11 @@ class Worker:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
 
-def dlq_envelope(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """A dead letter too large for the DLQ, trimmed: the first bytes of the value, its size and
-    sha256, and the headers (each value cut to 1 KiB, at most 64 of them); the key is cut to 1 KiB
-    by the caller."""
-    kept = [(k, v[:1024]) for k, v in headers[-64:]]
-    return value[:DLQ_ENVELOPE_BYTES], [
-        *kept,
-        (contracts.DLQ_TRIMMED, b"1"),
-        (contracts.DLQ_ORIGINAL_SIZE, str(len(value)).encode()),
-        (contracts.DLQ_ORIGINAL_SHA256, hashlib.sha256(value).hexdigest().encode()),
-    ]
-
-
-def decode_request(settings: FrameWatchSettings, engine: Engine, payload: bytes, content_type: str | None,
-                   segment_start_ms: int | None, segment_duration_ms: int | None) -> DecodeRequest:
-    """What the decode pool is asked for one message: the engine's input size and interpolation,
-    the decode settings and limits. The benchmarks build their requests here too."""
-    d = settings.decode
-    height, width = engine.input_size
-    return DecodeRequest(
-        payload=payload, content_type=content_type, width=width, height=height,
-        interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps, keyframes_only=d.keyframes_only,
-        segment_start_ms=segment_start_ms, limits=DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds), hwaccel=d.hwaccel,
-        segment_duration_ms=segment_duration_ms, strict=d.strict, truncation_tolerance_ms=d.truncation_tolerance_ms,
-    )
-
-
 def run_worker(settings: FrameWatchSettings) -> int:
-    from engines.api import load
+    from framewatch.engines.registry import load
 
     if settings.model is None:
-        raise SystemExit("framewatch worker: --model ARTIFACT_DIR is required (or FRAMEWATCH_MODEL / model: in the config file)")
+        raise ConfigError("--model ARTIFACT_DIR is required (or FRAMEWATCH_MODEL / model: in the config file)")
     engine = load(settings.model, settings.backend, intra_op_threads=settings.intra_op_threads)
     worker = Worker(settings, engine)
     worker.install_signal_handlers()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from framewatch.benchmarks.pipeline import PacedResult, SoakOptions, Timeline, soak_report
 from framewatch.config import FrameWatchSettings
-from worker.bench import PacedResult, SoakOptions, Timeline, soak_report
 
 PIPELINE_FIELDS = {"decode_fps", "infer_fps", "e2e_fps", "naive_fps", "p50_latency_ms", "p99_latency_ms", "rss_mb", "machine", "backend",
                    "model", "batch"}

@@ -13,45 +13,45 @@ import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
-from framewatch.services import ServiceProcess, start_redis
-from worker import lane as _lane
-from worker.contracts import segment_headers
-from worker.lane import REPO, Lane, committed_offsets, end_offsets
-from worker.media import encode_image, encode_segment
+from framewatch.benchmarks import traffic as _traffic
+from framewatch.benchmarks.traffic import Sandbox, committed_offsets, end_offsets
+from framewatch.devservices import ServiceProcess, start_redis
+from framewatch.worker.contracts import segment_headers
+from framewatch.worker.media import encode_image, encode_segment
 
-__all__ = ["REPO", "Lane", "WorkerProcess", "committed_offsets", "end_offsets"]
+__all__ = ["Sandbox", "WorkerProcess", "committed_offsets", "end_offsets"]
 
 
-class WorkerProcess(_lane.WorkerProcess):
+class WorkerProcess(_traffic.WorkerProcess):
     """The tests' worker runs beside a torch that cannot be imported: proof that it never needs torch."""
 
-    def __init__(self, lane: Lane, model: Path, log_path: Path, block_torch: bool = True, **env: str) -> None:
-        super().__init__(lane, model, log_path, block_torch, **env)
+    def __init__(self, sandbox: Sandbox, model: Path, log_path: Path, block_torch: bool = True, **env: str) -> None:
+        super().__init__(sandbox, model, log_path, block_torch, **env)
 
 
 def clip(seed: int, violent: bool, frames: int = 20, size: int = 64) -> list[np.ndarray]:
-    from training.synth import render_clip
+    from framewatch.training.synth import render_clip
 
     return render_clip(seed, size, int(violent), frames)
 
 
-def producer(lane: Lane) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=lane.bootstrap, acks="all", max_request_size=32 * 1024 * 1024)
+def producer(sandbox: Sandbox) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=sandbox.bootstrap, acks="all", max_request_size=32 * 1024 * 1024)
 
 
-def send_segment(prod: KafkaProducer, lane: Lane, stream: str, frames: list[np.ndarray], start_ms: int, fmt: str = "mpegts",
+def send_segment(prod: KafkaProducer, sandbox: Sandbox, stream: str, frames: list[np.ndarray], start_ms: int, fmt: str = "mpegts",
                  fps: float = 10.0, with_content_type: bool = True) -> None:
     payload, content_type = encode_segment(frames, fps, fmt)
     headers = segment_headers(content_type, segment_start_ms=start_ms, produced_at_ms=int(time.time() * 1000),
                               segment_duration_ms=round(len(frames) / fps * 1000))
     if not with_content_type:
         headers = [h for h in headers if h[0] != "content-type"]
-    prod.send(lane.topic, key=stream.encode(), value=payload, headers=headers)
+    prod.send(sandbox.topic, key=stream.encode(), value=payload, headers=headers)
 
 
-def send_image(prod: KafkaProducer, lane: Lane, stream: str, pixels: np.ndarray, fmt: str, start_ms: int) -> None:
+def send_image(prod: KafkaProducer, sandbox: Sandbox, stream: str, pixels: np.ndarray, fmt: str, start_ms: int) -> None:
     payload, content_type = encode_image(pixels, fmt)
-    prod.send(lane.topic, key=stream.encode(), value=payload, headers=segment_headers(content_type, segment_start_ms=start_ms))
+    prod.send(sandbox.topic, key=stream.encode(), value=payload, headers=segment_headers(content_type, segment_start_ms=start_ms))
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -64,17 +64,17 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def offsets_report(lane: Lane) -> str:
-    return f"committed {committed_offsets(lane)} vs end {end_offsets(lane)}"
+def offsets_report(sandbox: Sandbox) -> str:
+    return f"committed {committed_offsets(sandbox)} vs end {end_offsets(sandbox)}"
 
 
-def history_pts(client: redis.Redis, lane: Lane, stream: str) -> list[int]:
-    entries: Any = client.xrange(lane.keys.history(stream))
+def history_pts(client: redis.Redis, sandbox: Sandbox, stream: str) -> list[int]:
+    entries: Any = client.xrange(sandbox.keys.history(stream))
     return [int(fields[b"pts_ms"]) for _, fields in entries]
 
 
-def read_dlq(lane: Lane, expected: int, timeout_s: float = 15) -> list[Any]:
-    consumer = KafkaConsumer(lane.dlq, bootstrap_servers=lane.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+def read_dlq(sandbox: Sandbox, expected: int, timeout_s: float = 15) -> list[Any]:
+    consumer = KafkaConsumer(sandbox.dlq, bootstrap_servers=sandbox.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
                              consumer_timeout_ms=int(timeout_s * 1000))
     records = []
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training.synth import write_dataset
+from framewatch.training.synth import write_dataset
 
 pytestmark = pytest.mark.integration
 

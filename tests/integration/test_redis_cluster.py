@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from framewatch.services import DevServices, stop_pid
+from framewatch.devservices import DevServices, stop_pid
+from framewatch.worker.redis_io import Scores
 from tests.integration.harness import (
-    Lane,
+    Sandbox,
     WorkerProcess,
     clip,
     producer,
@@ -18,7 +19,6 @@ from tests.integration.harness import (
     start_cluster,
     wait_for,
 )
-from worker.redis_io import Scores
 
 pytestmark = pytest.mark.integration
 
@@ -26,16 +26,16 @@ pytestmark = pytest.mark.integration
 def test_worker_scores_into_redis_cluster(services: DevServices, exported_model: Path, tmp_path: Path) -> None:
     server = start_cluster(tmp_path / "cluster", masters=1)[0]
     try:
-        lane = Lane(services.kafka_bootstrap, f"redis://127.0.0.1:{server.port}/0")
-        lane.create_topics()
-        prod = producer(lane)
+        sandbox = Sandbox(services.kafka_bootstrap, f"redis://127.0.0.1:{server.port}/0")
+        sandbox.create_topics()
+        prod = producer(sandbox)
         streams = [f"cl-{i}" for i in range(4)]
         for i, stream in enumerate(streams):
-            send_segment(prod, lane, stream, clip(i, violent=i % 2 == 0), 0)
+            send_segment(prod, sandbox, stream, clip(i, violent=i % 2 == 0), 0)
         prod.close()
-        worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__CLUSTER="true")
+        worker = WorkerProcess(sandbox, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__CLUSTER="true")
         try:
-            scores = Scores(redis.cluster.RedisCluster(host="127.0.0.1", port=server.port), lane.prefix)
+            scores = Scores(redis.cluster.RedisCluster(host="127.0.0.1", port=server.port), sandbox.prefix)
             wait_for(lambda: len(scores.top(10)) == 4, 90, "every stream ranked")
             assert all(len(scores.history(s)) == 2 for s in streams)
         finally:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from framewatch.services import DevServices, stop_pid
+from framewatch.devservices import DevServices, stop_pid
+from framewatch.worker.redis_io import Scores, typed
 from tests.integration.harness import (
-    REPO,
-    Lane,
+    Sandbox,
     WorkerProcess,
     clip,
     committed_offsets,
@@ -31,7 +31,6 @@ from tests.integration.harness import (
     start_cluster,
     wait_for,
 )
-from worker.redis_io import Scores, typed
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +46,18 @@ def test_alerts_fire_and_close_on_a_three_master_cluster(services: DevServices, 
     try:
         from redis.cluster import RedisCluster
 
-        lane = Lane(services.kafka_bootstrap, f"redis://127.0.0.1:{nodes[0].port}/0")
-        lane.create_topics()
+        sandbox = Sandbox(services.kafka_bootstrap, f"redis://127.0.0.1:{nodes[0].port}/0")
+        sandbox.create_topics()
         streams = [f"cl-{i}" for i in range(6)]
-        prod = producer(lane)
+        prod = producer(sandbox)
         for segment in range(2):
             for i, stream in enumerate(streams):
-                send_segment(prod, lane, stream, clip(i, violent=i % 2 == 0), segment * 2000)
+                send_segment(prod, sandbox, stream, clip(i, violent=i % 2 == 0), segment * 2000)
         prod.close()
-        worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__CLUSTER="true",
+        worker = WorkerProcess(sandbox, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__CLUSTER="true",
                                FRAMEWATCH_SCORING__STALE_AFTER_S="5", **ALWAYS_ALERT)
         client = RedisCluster(host="127.0.0.1", port=nodes[0].port)
-        scores = Scores(client, lane.prefix, stale_after_s=5)
+        scores = Scores(client, sandbox.prefix, stale_after_s=5)
         try:
             wait_for(lambda: all(len(scores.history(s)) == 4 for s in streams), 120, "every frame of every stream scored")
             raised = {e["stream"] for e in events(scores) if e["event"] == "raise"}
@@ -67,7 +66,7 @@ def test_alerts_fire_and_close_on_a_three_master_cluster(services: DevServices, 
             # itself, with no reader calling top().
             wait_for(lambda: {e["stream"] for e in events(scores) if e["event"] == "clear" and e["reason"] == "stale"} == set(streams),
                      60, "stale clears for every stream")
-            wait_for(lambda: client.zcard(lane.keys.active) == 0, 30, "the ranking pruned by the workers")
+            wait_for(lambda: client.zcard(sandbox.keys.active) == 0, 30, "the ranking pruned by the workers")
             assert worker.process.poll() is None, "the worker keeps running"
             assert scores.top(10) == []
             assert len(scores.top(10, include_stale=True)) == 0  # left the ranking; the hashes stay until their TTL
@@ -84,38 +83,38 @@ def test_alerts_fire_and_close_on_a_three_master_cluster(services: DevServices, 
             stop_pid(node.pid)
 
 
-def test_a_bad_key_is_dead_lettered_without_duplicating_the_good_streams(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
-    client = redis.Redis.from_url(lane.redis_url)
-    client.set(lane.keys.history("bad"), "not a stream")  # written by something else
-    prod = producer(lane)
+def test_a_bad_key_is_dead_lettered_without_duplicating_the_good_streams(sandbox: Sandbox, exported_model: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(sandbox.redis_url)
+    client.set(sandbox.keys.history("bad"), "not a stream")  # written by something else
+    prod = producer(sandbox)
     for segment in range(3):
-        send_segment(prod, lane, "good", clip(1, violent=False), segment * 2000)
-        send_segment(prod, lane, "bad", clip(2, violent=False), segment * 2000)
+        send_segment(prod, sandbox, "good", clip(1, violent=False), segment * 2000)
+        send_segment(prod, sandbox, "bad", clip(2, violent=False), segment * 2000)
     prod.close()
-    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_BATCH__MAX_DELAY_MS="300")
+    worker = WorkerProcess(sandbox, exported_model, tmp_path / "worker.log", FRAMEWATCH_BATCH__MAX_DELAY_MS="300")
     try:
-        wait_for(lambda: len(history_pts(client, lane, "good")) >= 6, 90, "the good stream scored")
-        dead = read_dlq(lane, expected=3, timeout_s=60)
-        wait_for(lambda: committed_offsets(lane) == end_offsets(lane), 60, "everything committed")
+        wait_for(lambda: len(history_pts(client, sandbox, "good")) >= 6, 90, "the good stream scored")
+        dead = read_dlq(sandbox, expected=3, timeout_s=60)
+        wait_for(lambda: committed_offsets(sandbox) == end_offsets(sandbox), 60, "everything committed")
         time.sleep(1.0)
         assert worker.process.poll() is None, "the worker keeps running"
     finally:
         code = worker.stop()
     assert code == 0
-    assert history_pts(client, lane, "good") == [0, 1000, 2000, 3000, 4000, 5000], "no duplicate and no loss"
-    assert client.hget(lane.keys.stream("good"), "frames") == b"6"
+    assert history_pts(client, sandbox, "good") == [0, 1000, 2000, 3000, 4000, 5000], "no duplicate and no loss"
+    assert client.hget(sandbox.keys.stream("good"), "frames") == b"6"
     assert [dict(r.headers)["error-type"] for r in dead] == [b"redis-rejected"] * 3
     assert all(r.key == b"bad" for r in dead)
-    raises = [e for e in Scores(client, lane.prefix).alerts(100) if e["stream"] == "good" and e["event"] == "raise"]
+    raises = [e for e in Scores(client, sandbox.prefix).alerts(100) if e["stream"] == "good" and e["event"] == "raise"]
     assert len(raises) <= 1
 
 
-def test_alerts_follow_survives_quiet_periods_and_misses_nothing(lane: Lane, tmp_path: Path) -> None:
-    client = redis.Redis.from_url(lane.redis_url)
-    scores = Scores(client, lane.prefix)
+def test_alerts_follow_survives_quiet_periods_and_misses_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(sandbox.redis_url)
+    scores = Scores(client, sandbox.prefix)
 
     def add(stream: str) -> None:
-        client.xadd(lane.keys.alerts, {"stream": stream, "event": "raise", "ema": "0.9", "pts_ms": "1", "at_ms": "1", "model": "2024"})
+        client.xadd(sandbox.keys.alerts, {"stream": stream, "event": "raise", "ema": "0.9", "pts_ms": "1", "at_ms": "1", "model": "2024"})
 
     add("007")
     # The library: an event written between listing and following is not lost.
@@ -123,11 +122,11 @@ def test_alerts_follow_survives_quiet_periods_and_misses_nothing(lane: Lane, tmp
     add("between")
     follower = scores.follow_alerts(after=listed[-1]["id"], block_ms=200)
     assert next(follower)["stream"] == "between"
-    env = {**lane.env(Path("/nonexistent")), "FRAMEWATCH_REDIS__SOCKET_TIMEOUT_S": "1", "PYTHONPATH": str(REPO)}
+    env = {**sandbox.env(Path("/nonexistent")), "FRAMEWATCH_REDIS__SOCKET_TIMEOUT_S": "1"}
     env.pop("FRAMEWATCH_MODEL")
     out = open(tmp_path / "follow.out", "wb")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "framewatch.cli", "scores", "alerts", "--follow", "--last", "5"], env=env,
-                               stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+                               stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         wait_for(lambda: b'"between"' in (tmp_path / "follow.out").read_bytes(), 30, "the listing")
         time.sleep(4.0)  # quiet for four socket timeouts
@@ -163,23 +162,23 @@ def lag_partitions(text: str) -> set[str]:
     return {line.split('partition="')[1].split('"')[0] for line in text.splitlines() if line.startswith("framewatch_consumer_lag{")}
 
 
-def test_lag_series_leave_with_their_partitions(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
-    from framewatch.services import free_port
+def test_lag_series_leave_with_their_partitions(sandbox: Sandbox, exported_model: Path, tmp_path: Path) -> None:
+    from framewatch.devservices import free_port
 
     port = free_port()
-    prod = producer(lane)
-    for i in range(lane.partitions * 2):
-        send_segment(prod, lane, f"lag{i}", clip(i, violent=False), 0)
+    prod = producer(sandbox)
+    for i in range(sandbox.partitions * 2):
+        send_segment(prod, sandbox, f"lag{i}", clip(i, violent=False), 0)
     prod.close()
-    first = WorkerProcess(lane, exported_model, tmp_path / "a.log", FRAMEWATCH_METRICS_PORT=str(port), FRAMEWATCH_METRICS_HOST="127.0.0.1")
+    first = WorkerProcess(sandbox, exported_model, tmp_path / "a.log", FRAMEWATCH_METRICS_PORT=str(port), FRAMEWATCH_METRICS_HOST="127.0.0.1")
     second = None
     try:
-        wait_for(lambda: len(lag_partitions(metrics_text(port))) == lane.partitions, 60, "lag of every partition")
-        second = WorkerProcess(lane, exported_model, tmp_path / "b.log")
+        wait_for(lambda: len(lag_partitions(metrics_text(port))) == sandbox.partitions, 60, "lag of every partition")
+        second = WorkerProcess(sandbox, exported_model, tmp_path / "b.log")
         wait_for(lambda: '"partitions assigned"' in second.logs(), 60, "the second worker's assignment")  # type: ignore[union-attr]
         time.sleep(6.0)  # the lag is refreshed every 5 s
         owned = wait_for(lambda: lag_partitions(metrics_text(port)), 10, "lag series")
-        assert 0 < len(owned) < lane.partitions, f"the first worker still reports partitions it gave away: {owned}"
+        assert 0 < len(owned) < sandbox.partitions, f"the first worker still reports partitions it gave away: {owned}"
     finally:
         first.stop()
         if second is not None:

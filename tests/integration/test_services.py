@@ -11,7 +11,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
-from framewatch.services import DevServices, pid_alive, read_state
+from framewatch.devservices import DevServices, pid_alive, read_state
 from tests.conftest import FAST_GROUP, create_topic
 
 pytestmark = pytest.mark.integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from framewatch.engines.manifest import ManifestError
+from framewatch.training.config import TrainConfig
+from framewatch.training.export import PARITY_TOLERANCE, export_run
+from framewatch.training.preprocess import Preprocess
+from framewatch.training.report import write_report
+from framewatch.training.runs import load_image_classifier
+from framewatch.training.synth import write_dataset
+from framewatch.training.train import train
 from tests.training_fixtures import calibrate_batchnorm
-from training.export import PARITY_TOLERANCE, export_run
-from training.report import write_report
-from training.synth import write_dataset
-from training.train import Preprocess, TrainConfig, load_image_classifier, train
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +104,7 @@ def test_export_folds_preprocessing_and_matches_pytorch(tiny: dict[str, Path]) -
     assert fp16.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     model, payload = load_image_classifier(run)
     session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
-    from training.data import load_dataset
+    from framewatch.training.data import load_dataset
 
     frames = load_dataset(tiny["data"], 32, splits=("train",))["train"].images
     for batch in (1, 7, 32, 64):  # the batch axis is dynamic
@@ -112,3 +117,35 @@ def test_export_folds_preprocessing_and_matches_pytorch(tiny: dict[str, Path]) -
     assert np.ptp(onnx_probs[:, 1]) > 0, "a constant model proves nothing about parity"
     manifest = json.loads((artifact / "model.json").read_text())
     assert manifest["input_height"] == 32 and manifest["labels"] == ["non-violent", "violent"] and manifest["training"]["mode"] == "baseline"
+    # The artifact is self-contained and honest: reference frames with what PyTorch gave them, and the
+    # resize training did (not the encoder's pretraining config).
+    assert manifest["preprocessing"]["resize"] == "bilinear" and manifest["reference"]["count"] >= 2
+    shutil.copytree(artifact, tiny["root"] / "moved-artifact")
+    from framewatch.engines.check import check_engine, reference_frames
+    from framewatch.engines.manifest import load_manifest
+
+    moved = tiny["root"] / "moved-artifact"
+    frames, expected = reference_frames(moved, load_manifest(moved))
+    with torch.no_grad():
+        again = model(Preprocess(payload["mean"], payload["std"])(torch.from_numpy(frames))).softmax(-1).numpy()
+    assert np.abs(again - expected).max() <= 1e-5, "the stored probabilities are the trained model's"
+    checked = check_engine(moved, "onnxruntime", batch_sizes=(1, 4), repeats=2)
+    assert checked["max_abs_diff_vs_reference"] <= PARITY_TOLERANCE and checked["agreement_at_threshold"] == 1.0
+    # A changed reference file is caught like a changed graph.
+    np.savez_compressed(moved / "reference.npz", frames=frames, probabilities=expected[::-1])
+    with pytest.raises(ManifestError, match="modified after export"):
+        load_manifest(moved)
+
+
+def test_train_config_recipe_flags_win_and_errors_name_fields(tmp_path: Path) -> None:
+    from framewatch.training.config import TrainConfigError, resolve
+
+    (tmp_path / "r.yaml").write_text("image_encoder: mobileone_s0\nepochs: 3\nlr: 0.001\n")
+    cfg = resolve(tmp_path / "r.yaml", data=tmp_path, out=tmp_path / "run", epochs=5, lr=None)
+    assert cfg.image_encoder == "mobileone_s0" and cfg.epochs == 5 and cfg.lr == 0.001
+    assert resolve("demo", data=tmp_path, out=tmp_path).image_size == 64  # a shipped recipe by name
+    (tmp_path / "bad.yaml").write_text("epochs: 0\nimage_encodr: x\n")
+    with pytest.raises(TrainConfigError) as info:
+        resolve(tmp_path / "bad.yaml", data=tmp_path, out=tmp_path, text_max_length=20)
+    message = str(info.value)
+    assert "epochs = 0 (recipe" in message and "image_encodr" in message and "text_max_length = 20 (flag)" in message

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from framewatch.worker.contracts import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
+from framewatch.worker.decode import DecodeError, DecodeLimits, DecodeRequest, decode_segment
+from framewatch.worker.media import encode_image, encode_segment
 from tests.integration.harness import clip
 from tests.reliability.conftest import FULL
-from worker.contracts import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
-from worker.decode import DecodeError, DecodeLimits, DecodeRequest, decode_segment
-from worker.media import encode_image, encode_segment
 
 pytestmark = pytest.mark.reliability
 

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import redis
 
+from framewatch.worker import contracts
+from framewatch.worker.media import encode_segment
 from tests.integration.harness import (
-    Lane,
+    Sandbox,
     WorkerProcess,
     clip,
     committed_offsets,
@@ -26,8 +28,6 @@ from tests.integration.harness import (
     read_dlq,
     wait_for,
 )
-from worker import contracts
-from worker.media import encode_segment
 
 pytestmark = pytest.mark.reliability
 
@@ -109,35 +109,35 @@ def truncated_messages() -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
             (b"trunc-mp4", mp4[: len(mp4) * 3 // 5], h(mp4_type)), (b"trunc-webm", webm[: len(webm) * 3 // 10], h(webm_type))]
 
 
-def test_every_hostile_message_is_dead_lettered_and_good_ones_are_scored(lane: Lane, exported_model: Path, tmp_path: Path) -> None:
-    client = redis.Redis.from_url(lane.redis_url)
+def test_every_hostile_message_is_dead_lettered_and_good_ones_are_scored(sandbox: Sandbox, exported_model: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(sandbox.redis_url)
     cases = hostile_messages()
-    prod = producer(lane)
+    prod = producer(sandbox)
     for key, value, headers in truncated_messages():
-        prod.send(lane.topic, key=key, value=value, headers=headers, partition=1)
+        prod.send(sandbox.topic, key=key, value=value, headers=headers, partition=1)
     good = clip(3, violent=False)
     sent_good = 0
     for index, (_, key, value, headers) in enumerate(cases):
         payload, content_type = encode_segment(good, 10.0, "mpegts")
         headers_good = contracts.segment_headers(content_type, segment_start_ms=index * 2000, segment_duration_ms=2000)
         # Interleaved on one partition with the hostile messages: the worker must keep going.
-        prod.send(lane.topic, key=b"good", value=payload, headers=headers_good, partition=0)
+        prod.send(sandbox.topic, key=b"good", value=payload, headers=headers_good, partition=0)
         sent_good += 1
-        prod.send(lane.topic, key=key or None, value=value, headers=headers, partition=0)
+        prod.send(sandbox.topic, key=key or None, value=value, headers=headers, partition=0)
     prod.close()
-    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_DECODE__MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES),
+    worker = WorkerProcess(sandbox, exported_model, tmp_path / "worker.log", FRAMEWATCH_DECODE__MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES),
                            FRAMEWATCH_DECODE__MAX_FRAMES=str(MAX_FRAMES))
     try:
         expected = [t * 1000 for t in range(sent_good * 2)]
-        wait_for(lambda: history_pts(client, lane, "good") == expected, 180, "every good segment scored")
+        wait_for(lambda: history_pts(client, sandbox, "good") == expected, 180, "every good segment scored")
         # ">=": the embedded broker reported the end of partition 1 (four records sent in one batch)
         # as 3 while the worker had read, and committed, offsets 0 to 3.
         try:
-            wait_for(lambda: all(c >= end_offsets(lane)[p] for p, c in committed_offsets(lane).items()), 60, "every offset committed")
+            wait_for(lambda: all(c >= end_offsets(sandbox)[p] for p, c in committed_offsets(sandbox).items()), 60, "every offset committed")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}: {offsets_report(lane)}") from None
+            raise AssertionError(f"{exc}: {offsets_report(sandbox)}") from None
         # Committed means every dead letter was acknowledged: read them all, without waiting for more.
-        dead_all = read_dlq(lane, expected=len(cases) + len(truncated_messages()), timeout_s=5)
+        dead_all = read_dlq(sandbox, expected=len(cases) + len(truncated_messages()), timeout_s=5)
         dead = [r for r in dead_all if dict(r.headers)["source-partition"] == b"0"]
     finally:
         worker.stop()
@@ -145,7 +145,7 @@ def test_every_hostile_message_is_dead_lettered_and_good_ones_are_scored(lane: L
     # Truncated segments keep their good frames: scored, not dead-lettered (unless nothing decodes).
     dead_truncated = {r.key: dict(r.headers)["error-type"] for r in dead_all if dict(r.headers)["source-partition"] == b"1"}
     for key, _, _ in truncated_messages():
-        pts = history_pts(client, lane, key.decode())
+        pts = history_pts(client, sandbox, key.decode())
         if key in dead_truncated:
             assert not pts and dead_truncated[key] in (b"truncated", b"decode-error"), f"{key!r}: {pts} {dead_truncated[key]!r}"
         else:

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from framewatch.config import ConfigError, load_settings, redacted
-from framewatch.services import DevServices, start_redis, stop_pid
-from tests.integration.harness import Lane, WorkerProcess, clip, producer, send_segment, wait_for
+from framewatch.devservices import DevServices, start_redis, stop_pid
+from tests.integration.harness import Sandbox, WorkerProcess, clip, producer, send_segment, wait_for
 
 pytestmark = pytest.mark.reliability
 
@@ -27,20 +27,20 @@ def test_worker_with_a_redis_acl_user_and_a_password_file_never_logs_the_secret(
     server = start_redis(tmp_path / "acl-redis", extra_args=acl)
     secret = tmp_path / "redis-password"
     secret.write_text(PASSWORD + "\n")  # as Kubernetes and Docker secrets are mounted
-    lane = Lane(services.kafka_bootstrap, f"redis://127.0.0.1:{server.port}/0")
-    lane.create_topics()
-    worker = WorkerProcess(lane, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__USERNAME="fw-worker",
+    sandbox = Sandbox(services.kafka_bootstrap, f"redis://127.0.0.1:{server.port}/0")
+    sandbox.create_topics()
+    worker = WorkerProcess(sandbox, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__USERNAME="fw-worker",
                            FRAMEWATCH_REDIS__PASSWORD_FILE=str(secret), FRAMEWATCH_REDIS__PREFIX="fwsec", FRAMEWATCH_LOG_LEVEL="debug")
     try:
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=server.port).ping()
         client = redis.Redis(port=server.port, username="fw-worker", password=PASSWORD)
-        prod = producer(lane)
-        send_segment(prod, lane, "secure-cam", clip(0, False), 0)
+        prod = producer(sandbox)
+        send_segment(prod, sandbox, "secure-cam", clip(0, False), 0)
         prod.close()
-        lane_keys = Lane(lane.bootstrap, lane.redis_url, name=lane.name)
+        lane_keys = Sandbox(sandbox.bootstrap, sandbox.redis_url, name=sandbox.name)
         wait_for(lambda: client.xrange("fwsec:history:{secure-cam}"), 90, "scores written as the ACL user")
-        assert lane_keys.prefix != "fwsec"  # the worker used the configured prefix, not the lane's
+        assert lane_keys.prefix != "fwsec"  # the worker used the configured prefix, not the sandbox's
     finally:
         worker.stop()
         stop_pid(server.pid)

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from worker.batcher import DynamicBatcher
-from worker.contracts import ALERT_CLEAR, ALERT_RAISE
-from worker.scoring import (
+from framewatch.worker.batcher import DynamicBatcher
+from framewatch.worker.contracts import ALERT_CLEAR, ALERT_RAISE
+from framewatch.worker.scoring import (
     REASON_NEW_BROADCAST,
     SKIP_REPLAY,
     FrameScore,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from framewatch.cli import build_parser
+from framewatch.cli.main import build_parser
 
 COMMANDS = [
     [], ["dev"], ["dev", "up"], ["dev", "down"], ["dev", "status"], ["config", "show"], ["demo"],
@@ -27,5 +27,5 @@ def test_help_explains_each_command(command: list[str], capsys: pytest.CaptureFi
 
 
 def test_help_does_not_import_torch() -> None:
-    code = "import sys; from framewatch.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit: pass\nassert 'torch' not in sys.modules"
+    code = "import sys; from framewatch.cli.main import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit: pass\nassert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)

@@ -75,7 +75,7 @@ def test_secrets_are_masked_in_errors_and_dumps(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_cli_reports_bad_config_with_exit_code_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from framewatch.cli import main
+    from framewatch.cli.main import main
 
     monkeypatch.setenv("FRAMEWATCH_METRICS_PORT", "99999")
     assert main(["config", "show"]) == 2

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker import contracts
-from worker.contracts import ContractError, RedisKeys, parse_message
+from framewatch.worker import contracts
+from framewatch.worker.contracts import ContractError, RedisKeys, parse_message
 
 
 def _slot(key: str) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import DataError, load_dataset
+from framewatch.training.data import DataError, load_dataset
 
 
 def _write_split(root: Path, split: str, rows: list[object], images: int = 0) -> None:
@@ -69,7 +69,7 @@ def test_label_names_from_dataset_json_and_rgb(tmp_path: Path) -> None:
 def test_threshold_ignores_a_diverged_models_nan_scores() -> None:
     import numpy as np
 
-    from training.metrics import best_f1_threshold
+    from framewatch.training.metrics import best_f1_threshold
 
     assert best_f1_threshold(np.array([0, 1, 1]), np.array([np.nan, np.nan, np.nan])) == 0.5
     assert best_f1_threshold(np.array([0, 1, 1]), np.array([0.1, np.nan, 0.9])) in (0.1, 0.9)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from worker.decode import DecodeError, DecodeRequest, DecodeResult
-from worker.decode_pool import ERROR_CRASH, ERROR_TIMEOUT, DecodeJob, DecodePool
-from worker.service import DLQ_ENVELOPE_BYTES, dlq_envelope
+from framewatch.worker.deadletter import DLQ_ENVELOPE_BYTES, dlq_envelope
+from framewatch.worker.decode import DecodeError, DecodeRequest, DecodeResult
+from framewatch.worker.decode_pool import ERROR_CRASH, ERROR_TIMEOUT, DecodeJob, DecodePool
 
 
 def fake_decode(request: DecodeRequest) -> DecodeResult:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from framewatch.config import mask_url
-from worker.decode import DecodeError, DecodeLimits, DecodeRequest, image_dimensions, precheck
-from worker.media import encode_image, encode_segment
+from framewatch.worker.decode import DecodeError, DecodeLimits, DecodeRequest, image_dimensions, precheck
+from framewatch.worker.media import encode_image, encode_segment
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
@@ -38,7 +38,7 @@ def test_mpegts_framing() -> None:
 
 
 def test_a_segment_cut_short_keeps_its_decoded_frames() -> None:
-    from worker.decode import decode_segment
+    from framewatch.worker.decode import decode_segment
 
     frames = [np.full((32, 32, 3), 6 * i, np.uint8) for i in range(40)]
     payload, content_type = encode_segment(frames, 10.0, "mpegts")
@@ -51,3 +51,15 @@ def test_a_segment_cut_short_keeps_its_decoded_frames() -> None:
 def test_passwords_in_urls_are_masked() -> None:
     assert mask_url("rediss://fw:secret@redis:6380/0") == "rediss://fw:***@redis:6380/0"
     assert mask_url("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_the_decoder_resizes_with_the_filter_the_manifest_names() -> None:
+    """model.json preprocessing.resize reaches the decode request through the engine (no getattr default)."""
+    from types import SimpleNamespace
+
+    from framewatch.config import DecodeSettings
+    from framewatch.worker.decode import decode_request
+
+    engine = SimpleNamespace(input_size=(48, 64), interpolation="bicubic")
+    request = decode_request(DecodeSettings(), engine, b"x", "video/mp2t", 0, 2000)  # type: ignore[arg-type]
+    assert request.interpolation == "bicubic" and (request.height, request.width) == (48, 64)

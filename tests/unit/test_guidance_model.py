@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.models import (
+from framewatch.training.models import (
     AttentionPool,
     FusionConfig,
     GuidanceNetwork,
@@ -15,7 +15,7 @@ from training.models import (
     build_image_encoder,
     spatial_match_geometry,
 )
-from training.models.encoders import TextEncoder
+from framewatch.training.models.encoders import TextEncoder
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,8 @@ def test_reweighting_keeps_the_feature_scale() -> None:
 
 
 def test_trained_text_encoder_gets_its_own_learning_rate(tiny_text: Path, tmp_path: Path) -> None:
-    from training.train import TEXT_MODULE, TrainConfig, make_optimizer
+    from framewatch.training.config import TrainConfig
+    from framewatch.training.train import TEXT_MODULE, make_optimizer
 
     text = TextEncoder(str(tiny_text), max_length=16)
     net = GuidanceNetwork(build_image_encoder("mobileone_s0"), text.hidden_size, 4, 2, 2, FusionConfig(out_channels=16))
@@ -196,8 +197,10 @@ def test_trained_text_encoder_gets_its_own_learning_rate(tiny_text: Path, tmp_pa
 def test_head_warmup_leaves_the_guided_encoder_bit_identical(tmp_path: Path) -> None:
     from rich.progress import Progress
 
-    from training.data import SplitData
-    from training.train import Runtime, SplitTensors, TrainConfig, run_stage
+    from framewatch.training.config import TrainConfig
+    from framewatch.training.data import SplitData
+    from framewatch.training.distributed import Placement
+    from framewatch.training.train import SplitTensors, run_stage
 
     torch.manual_seed(0)
     model = ImageClassifier(build_image_encoder("mobileone_s0"), 2)
@@ -213,7 +216,7 @@ def test_head_warmup_leaves_the_guided_encoder_bit_identical(tmp_path: Path) -> 
     head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
     with Progress(disable=True) as progress:
         run_stage("adapt-head", model, forward, lambda logits, b: torch.nn.functional.cross_entropy(logits, b["labels"]),
-                  split, split, cfg, 2, Runtime(torch.device("cpu")), 1, tmp_path / "ckpt.pt", progress, frozen=(model.encoder,))
+                  split, split, cfg, 2, Placement(torch.device("cpu")), 1, tmp_path / "ckpt.pt", progress, frozen=(model.encoder,))
     # Weights and BatchNorm running statistics alike: a frozen encoder stays in eval mode.
     assert all(torch.equal(encoder_before[k], v) for k, v in model.encoder.state_dict().items())
     assert any(not torch.equal(head_before[k], v) for k, v in model.head.state_dict().items())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.offsets import OffsetTracker
+from framewatch.worker.offsets import OffsetTracker
 
 
 def test_commit_never_passes_unfinished_work() -> None:

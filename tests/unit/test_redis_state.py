@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from framewatch.config import ConfigError, load_settings
-from worker.metrics import Health
-from worker.redis_io import parse_state, state_fields
-from worker.scoring import MessageTime, ScoringParams, StreamScorer
+from framewatch.worker.metrics import Health
+from framewatch.worker.redis_io import parse_state, state_fields
+from framewatch.worker.scoring import MessageTime, ScoringParams, StreamScorer
 
 
 def test_state_round_trips_through_hash_fields() -> None:

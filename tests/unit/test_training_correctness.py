@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.clip_zeroshot import PAPER_PROMPT_CALM, PAPER_PROMPT_VIOLENT, prompts_for
-from training.data import DataError, load_dataset, positive_index
-from training.metrics import binary_metrics, choose_threshold
-from training.report import ReportError, collect
+from framewatch.training.clip_zeroshot import PAPER_PROMPT_CALM, PAPER_PROMPT_VIOLENT, prompts_for
+from framewatch.training.data import DataError, load_dataset, positive_index
+from framewatch.training.metrics import binary_metrics, choose_threshold
+from framewatch.training.report import ReportError, collect
 
 
 def test_random_scores_are_not_called_violent_everywhere() -> None:
@@ -43,7 +43,7 @@ def test_a_good_model_meets_its_target_without_warnings() -> None:
 
 
 def test_distillation_targets_are_at_the_students_temperature() -> None:
-    from training.train import distill_loss
+    from framewatch.training.train import distill_loss
 
     teacher_logits = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
     teacher_probs = teacher_logits.softmax(-1)
@@ -143,8 +143,10 @@ def test_clip_prompts_follow_the_class_names() -> None:
 def test_two_variants_at_one_seed_see_the_same_batches(tmp_path: Path) -> None:
     from rich.progress import Progress
 
-    from training.data import SplitData
-    from training.train import Runtime, SplitTensors, TrainConfig, run_stage
+    from framewatch.training.config import TrainConfig
+    from framewatch.training.data import SplitData
+    from framewatch.training.distributed import Placement
+    from framewatch.training.train import SplitTensors, run_stage
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (20, 4, 4, 3), dtype=np.uint8)
@@ -167,6 +169,6 @@ def test_two_variants_at_one_seed_see_the_same_batches(tmp_path: Path) -> None:
             return out
 
         with Progress(disable=True) as progress:
-            run_stage(stage, model, forward, loss, split, split, cfg, 2, Runtime(torch.device("cpu")), 1, tmp_path / f"{stage}.pt", progress)
+            run_stage(stage, model, forward, loss, split, split, cfg, 2, Placement(torch.device("cpu")), 1, tmp_path / f"{stage}.pt", progress)
         seen[stage] = order
     assert seen["image"] == seen["fused"] and len(seen["image"]) == 10

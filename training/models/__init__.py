@@ -1,12 +1,12 @@
 """Models: encoders (timm images, Hugging Face text) and the guidance network family."""
 
-from training.models.encoders import (
+from framewatch.training.models.encoders import (
     TextEncoder,
     build_image_encoder,
     build_text_encoder,
     resolve_text_encoder,
 )
-from training.models.guidance import (
+from framewatch.training.models.guidance import (
     FUSION_VARIANTS,
     AttentionPool,
     ClassifierHead,

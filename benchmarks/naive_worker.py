@@ -20,8 +20,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from PIL import Image
 
-from engines.api import Engine
-from worker import contracts
+from framewatch.engines.base import Engine
+from framewatch.worker import contracts
 
 
 @dataclass

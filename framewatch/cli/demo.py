@@ -33,14 +33,8 @@ STREAMS = [
     ("cel-cooking", False, (), "cel"),
 ]
 CLIP_FRAMES = 100  # 10 s at 10 fps, looped
-# A short guided stage, then a longer image-only adapt stage: from random initialisation the
-# image-only stage is what needs the epochs (docs/results.md). Batch 16 at lr 1e-3: on the demo's
-# data, 12 epochs at batch 32 and lr 2e-3 never left the loss plateau (val ROC-AUC 0.50) where
-# these settings reached 0.62 (one seed each; docs/results.md). Two guided epochs keep the
-# whole demo under 10 minutes from a fresh clone; ~7 minutes of training on 2 cores.
-TRAIN_ARGS = ["--mode", "guidance", "--image-encoder", "mobileone_s0", "--image-size", "64", "--text-encoder", "minilm",
-              "--text-max-length", "25", "--fusion-dim", "128", "--epochs", "2", "--adapt-epochs", "12", "--lr", "1e-3",
-              "--batch-size", "16", "--patience", "12", "--seed", "0"]
+# The training recipe is training/recipes/demo.yaml (shared with nothing else, said why there).
+TRAIN_RECIPE = "demo"
 
 
 def _fw(*args: str) -> list[str]:
@@ -52,8 +46,8 @@ def _step(title: str) -> None:
 
 
 def write_videos(folder: Path) -> list[tuple[str, bool, Path]]:
-    from training.synth import render_clip
-    from worker.media import encode_segment
+    from framewatch.training.synth import render_clip
+    from framewatch.worker.media import encode_segment
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -85,8 +79,8 @@ def table(rows: list[dict[str, object]], violent: dict[str, bool], elapsed: floa
 def run_demo(demo_dir: Path, watch_seconds: float = 35.0) -> int:
     import redis
 
-    from framewatch.services import dev_down, dev_up
-    from worker.redis_io import Scores
+    from framewatch.devservices import dev_down, dev_up
+    from framewatch.worker.redis_io import Scores
 
     started = time.monotonic()
     demo_dir = demo_dir.resolve()
@@ -101,7 +95,7 @@ def run_demo(demo_dir: Path, watch_seconds: float = 35.0) -> int:
         console.print(f"reusing {data}")
     _step("2. train a guidance model on the CPU (fused image+text stage, then image-only adapt)")
     if not (run / "model.pt").exists():
-        subprocess.run(_fw("train", "--data", str(data), "--out", str(run), *TRAIN_ARGS), check=True)
+        subprocess.run(_fw("train", "--data", str(data), "--out", str(run), "--config", TRAIN_RECIPE), check=True)
     else:
         console.print(f"reusing {run}")
     _step("3. export to ONNX")

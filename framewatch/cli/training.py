@@ -1,15 +1,23 @@
-"""Command-line front of the training package. Parsers are built without importing torch;
-handlers import it when they run."""
+"""`framewatch data`, `train`, `report`, `evaluate-clip` and `export`: the training side's commands.
+Parsers are built without importing torch; handlers import it when they run."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from framewatch.cli.settings import add_log_flags
+from framewatch.errors import FrameWatchError
+
+if TYPE_CHECKING:
+    from framewatch.training.config import TrainConfig
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from training.synth import write_dataset
+    from framewatch.training.synth import write_dataset
 
     counts = {"train": args.train, "val": args.val, "test": args.test}
     written = write_dataset(args.out, counts, args.seed, args.image_size, progress=not args.quiet, cue_scale=args.cue_scale)
@@ -17,26 +25,53 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from training.data import DataError
-    from training.train import TrainConfig, train
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of the training schema (framewatch.training.config.TrainConfig); each
+    help line shows the schema's default. Flags left out keep the recipe's value."""
+    from framewatch.training.config import RECIPES_DIR, TrainConfig
 
-    cfg = TrainConfig(
-        data=args.data, out=args.out, mode=args.mode, image_encoder=args.image_encoder, pretrained=args.pretrained,
-        text_encoder=args.text_encoder, text_max_length=args.text_max_length, freeze_text=args.freeze_text,
-        fusion=args.fusion, fusion_dim=args.fusion_dim, image_size=args.image_size, epochs=args.epochs,
-        adapt_epochs=args.adapt_epochs, batch_size=args.batch_size, lr=args.lr, text_lr=args.text_lr,
-        adapt_head_epochs=args.adapt_head_epochs, weight_decay=args.weight_decay,
-        patience=args.patience, seed=args.seed, teacher=args.teacher, max_bad_fraction=args.max_bad_fraction,
-        device=args.device, resume=args.resume, progress=not args.quiet,
-        distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
-        threshold_rule=args.threshold_rule, threshold_target=args.threshold_target, positive_label=args.positive_label,
-    )
-    try:
-        summary = train(cfg)
-    except DataError as exc:
-        print(f"framewatch train: {exc}", file=sys.stderr)
-        return 2
+    parser.add_argument("--config", metavar="RECIPE", default=None,
+                        help="a recipe YAML file, or the name of a shipped one (training/recipes/: "
+                        + ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))) + ")")
+    booleans = {"pretrained", "resume"}
+    skip = {"freeze_text", "progress"}
+    for name, field in TrainConfig.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = " (required)" if field.is_required() else "" if field.default is None else f" (default {field.default})"
+        text = f"{field.description or ''}{default}".strip()
+        if name in booleans:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
+        elif typing.get_origin(field.annotation) is typing.Literal:
+            parser.add_argument(flag, choices=list(typing.get_args(field.annotation)), default=None, help=text)
+        elif name in ("data", "out", "teacher"):
+            parser.add_argument(flag, type=Path, default=None, help=text)
+        else:
+            annotation = str(field.annotation)
+            kind = int if "int" in annotation else float if "float" in annotation else str
+            parser.add_argument(flag, type=kind, default=None, help=text)
+    freeze = parser.add_mutually_exclusive_group()
+    freeze.add_argument("--freeze-text", dest="freeze_text", action="store_true", default=None, help="keep the text encoder fixed (default)")
+    freeze.add_argument("--train-text", dest="freeze_text", action="store_false", help="fine-tune the text encoder too")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_log_flags(parser)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    from framewatch.training.config import TrainConfig, resolve
+
+    flags = {name: getattr(args, name, None) for name in TrainConfig.model_fields}
+    if args.quiet:
+        flags["progress"] = False
+    return resolve(args.config, **flags)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from framewatch.training.train import train
+
+    cfg = train_config(args)
+    summary = train(cfg)
     test = summary["splits"].get("test", {})
     point = summary["operating_point"]
     print(f"{summary['variant']}: test accuracy {test.get('accuracy', float('nan')):.3f} (majority class "
@@ -49,19 +84,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from training.report import ReportError, write_report
+    from framewatch.training.report import write_report
 
-    try:
-        md_path, json_path = write_report(args.runs, args.out, measure_latency=not args.no_latency, trivial=not args.no_trivial)
-    except (ReportError, FileNotFoundError) as exc:
-        print(f"framewatch report: {exc}", file=sys.stderr)
-        return 2
+    md_path, json_path = write_report(args.runs, args.out, measure_latency=not args.no_latency, trivial=not args.no_trivial)
     print(f"wrote {md_path} and {json_path}")
     return 0
 
 
 def _clip(args: argparse.Namespace) -> int:
-    from training.clip_zeroshot import evaluate_clip
+    from framewatch.training.clip_zeroshot import evaluate_clip
 
     prompts: list[str] | dict[str, str] | None = None
     if args.prompt:
@@ -77,7 +108,7 @@ def _clip(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from training.export import export_run
+    from framewatch.training.export import export_run
 
     report = export_run(args.run_dir, args.out, input_size=args.input_size, fp16=args.fp16, opset=args.opset, max_batch=args.max_batch)
     print(f"exported {args.run_dir} → {args.out}: max |Δp| vs PyTorch {report['max_abs_diff']:.2e} on {report['parity_images']} images"
@@ -85,7 +116,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = ("data", "train", "report", "evaluate-clip", "export")
+
+
+class TrainingMissing(FrameWatchError):
+    """This installation carries no framewatch.training (the worker image leaves it out)."""
+
+
+def _missing(args: argparse.Namespace) -> int:
+    raise TrainingMissing(f"`{args.command}` needs the training package, which this image leaves out; "
+                          "run it where framewatch[train] is installed")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("framewatch.training") is None:
+        for name in COMMANDS:
+            commands.add_parser(name, help="(not installed in this image)").set_defaults(handler=_missing, accepts_anything=True)
+        return
     data = commands.add_parser("data", help="data set tools (synthetic generator)", description="Data set tools.")
     data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     synth = data_cmds.add_parser(
@@ -106,51 +155,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     tr = commands.add_parser(
         "train", help="train a classifier (baseline, guidance, teacher, distill)",
-        description="Train on an imagefolder data set. Writes RUN_DIR/config.json, metrics.json (per split: precision, "
+        description="Train on an imagefolder data set. Options come from the schema's defaults, then a recipe (--config), "
+        "then these flags. Writes RUN_DIR/config.json (the resolved configuration), metrics.json (per split: precision, "
         "recall, accuracy, F1, ROC-AUC, confusion matrix, threshold chosen on val), model.pt, checkpoints/ and PNG plots.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    tr.add_argument("--data", type=Path, required=True, help="data folder (imagefolder layout)")
-    tr.add_argument("--out", type=Path, required=True, help="run folder to write")
-    tr.add_argument("--mode", choices=["baseline", "guidance", "teacher", "distill"], default="guidance",
-                    help="baseline: images only; guidance: text guides training, image-only result; teacher: fused image+text "
-                    "model (needs text at inference); distill: image-only student of a fused teacher")
-    tr.add_argument("--image-encoder", default="mobileone_s4", help="timm model name (mobileone_s0 for fast CPU runs)")
-    tr.add_argument("--pretrained", action="store_true", help="load timm's pretrained weights (needs the hub or a local cache)")
-    tr.add_argument("--text-encoder", default="distilbert-base-uncased",
-                    help="Hugging Face encoder name or local folder; 'minilm' = the offline all-MiniLM-L6-v2 package")
-    tr.add_argument("--text-max-length", type=int, default=121, help="tokens, a square number (121 → 11×11 map)")
-    freeze = tr.add_mutually_exclusive_group()
-    freeze.add_argument("--freeze-text", dest="freeze_text", action="store_true", default=True, help="keep the text encoder fixed")
-    freeze.add_argument("--train-text", dest="freeze_text", action="store_false", help="fine-tune the text encoder too")
-    tr.add_argument("--fusion", choices=["paper", "official"], default="paper",
-                    help="paper: three conv+BatchNorm+ReLU; official: the official code's two conv+ReLU")
-    tr.add_argument("--fusion-dim", type=int, default=None, help="fusion output channels (default: half the image channels)")
-    tr.add_argument("--image-size", type=int, default=224)
-    tr.add_argument("--epochs", type=int, default=10, help="epochs of the first stage")
-    tr.add_argument("--adapt-epochs", type=int, default=None, help="epochs of the guidance adapt stage (default: --epochs); distill's student gets --epochs, like the baseline")
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--lr", type=float, default=3e-4)
-    tr.add_argument("--text-lr", type=float, default=2e-5, help="learning rate of a trained text encoder (default 2e-5)")
-    tr.add_argument("--adapt-head-epochs", type=int, default=1,
-                    help="guidance: epochs training only the new head on the frozen guided encoder before full fine-tuning (default 1)")
-    tr.add_argument("--weight-decay", type=float, default=0.05)
-    tr.add_argument("--patience", type=int, default=3, help="early stopping: epochs without a better val ROC-AUC")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--teacher", type=Path, default=None, help="distill: reuse the soft labels of this teacher/guidance run")
-    tr.add_argument("--distill-alpha", type=float, default=0.5, help="distill: weight of the hard-label loss")
-    tr.add_argument("--distill-temperature", type=float, default=2.0)
-    tr.add_argument("--max-bad-fraction", type=float, default=0.01, help="stop before training when more rows are bad")
-    tr.add_argument("--positive-label", default=None, metavar="NAME",
-                    help="the violent class's label, when the labels do not say it (default: dataset.json 'positive', "
-                    "else the one label named violent/violence)")
-    tr.add_argument("--threshold-rule", choices=["fpr", "precision", "f1"], default="fpr",
-                    help="how the operating point is chosen on val: fpr = the lowest threshold with at most TARGET false "
-                    "alarms (default, 0.05); precision = the lowest with precision at least TARGET (0.9); f1 = the F1 maximum")
-    tr.add_argument("--threshold-target", type=float, default=None, metavar="TARGET", help="the rule's target (see --threshold-rule)")
-    tr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
-    tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_train_flags(tr)
     tr.set_defaults(handler=_train)
 
     rep = commands.add_parser(

@@ -1,5 +1,9 @@
-"""The `framewatch` command line. Each subcommand imports what it needs when it runs,
-so `framewatch --help` and the worker never import torch."""
+"""The `framewatch` command line: the parser, the `dev` and `config` commands, and the front door.
+
+Each command module (worker, training, engines, bench, demo) registers its subcommands; what a
+command runs is imported when it runs, so `framewatch --help` and the worker never import torch.
+The front door (:func:`main`) turns the project's own errors, missing files and unreachable
+services into one line on stderr and a non-zero exit; `--log-level debug` adds the traceback."""
 
 from __future__ import annotations
 
@@ -8,12 +12,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from framewatch import __version__
-
-if TYPE_CHECKING:
-    from framewatch.config import FrameWatchSettings
+from framewatch.cli.settings import add_log_flags, add_settings_flags, settings_from_args
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,37 +32,10 @@ typical flow:
 """
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags that map onto the configuration schema (framewatch.config); they win over env and file."""
-    group = parser.add_argument_group("configuration (flags > FRAMEWATCH_* env > --config file > defaults)")
-    group.add_argument("--config", type=Path, help="YAML or TOML file with the settings schema (see docs/operations.md)")
-    group.add_argument("--bootstrap-servers", help="Kafka bootstrap servers, host:port[,host:port]")
-    group.add_argument("--redis-url", help="Redis URL, e.g. redis://127.0.0.1:6379/0")
-    group.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    group.add_argument("--log-format", choices=["auto", "json", "console"])
-
-
-def settings_from_args(args: argparse.Namespace, **extra: object) -> FrameWatchSettings:
-    from framewatch.config import load_settings
-
-    overrides: dict[str, object] = {
-        "log_level": getattr(args, "log_level", None),
-        "log_format": getattr(args, "log_format", None),
-        "kafka": {"bootstrap_servers": getattr(args, "bootstrap_servers", None)},
-        "redis": {"url": getattr(args, "redis_url", None)},
-    }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(overrides.get(key), dict):
-            overrides[key] = {**overrides[key], **value}  # type: ignore[dict-item]
-        else:
-            overrides[key] = value
-    return load_settings(getattr(args, "config", None), **overrides)
-
-
 # --- dev ---------------------------------------------------------------------------------
 
 def _dev_up(args: argparse.Namespace) -> int:
-    from framewatch.services import default_state_dir, dev_up
+    from framewatch.devservices import default_state_dir, dev_up
 
     services = dev_up(args.state_dir or default_state_dir())
     print("\n".join(services.env_lines()))
@@ -69,7 +43,7 @@ def _dev_up(args: argparse.Namespace) -> int:
 
 
 def _dev_down(args: argparse.Namespace) -> int:
-    from framewatch.services import default_state_dir, dev_down
+    from framewatch.devservices import default_state_dir, dev_down
 
     stopped = dev_down(args.state_dir or default_state_dir())
     print("stopped: " + ", ".join(stopped) if stopped else "nothing was running", file=sys.stderr)
@@ -77,11 +51,11 @@ def _dev_down(args: argparse.Namespace) -> int:
 
 
 def _dev_status(args: argparse.Namespace) -> int:
-    from framewatch.services import default_state_dir, read_state
+    from framewatch.devservices import default_state_dir, read_state
 
     services = read_state(args.state_dir or default_state_dir())
     if services is None:
-        print("not running (no state file); start with `framewatch dev up`")
+        print("framewatch dev status: not running (no state file); start with `framewatch dev up`", file=sys.stderr)
         return 1
     rc = 0
     for service in (services.kafka, services.redis):
@@ -94,7 +68,7 @@ def _dev_status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from framewatch.demo import run_demo
+    from framewatch.cli.demo import run_demo
 
     return run_demo(args.dir, args.seconds)
 
@@ -137,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Validate and print the effective settings (secrets masked).")
     config_cmds = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_cmds.add_parser("show", help="print the merged, validated settings as JSON")
-    _add_settings_flags(show)
+    add_settings_flags(show)
     show.set_defaults(handler=_config_show)
 
     demo = commands.add_parser(
@@ -150,25 +124,85 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=35.0, help="how long to watch the live table")
     demo.set_defaults(handler=_demo)
 
-    from framewatch import cli_commands
+    from framewatch.cli import bench, engines, training, worker
 
-    cli_commands.register(commands)
+    for module in (worker, training, engines, bench):
+        module.register(commands)
+    _log_flags_everywhere(parser)
     return parser
 
 
+def _log_flags_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Every command takes --log-level (debug shows the traceback behind a one-line error)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _log_flags_everywhere(sub)
+            return
+    if not any("--log-level" in action.option_strings for action in parser._actions):
+        add_log_flags(parser)
+
+
+# --- the front door ------------------------------------------------------------------------
+
+EXIT_INPUT = 2  # a mistake in what was asked: a missing path, a bad recipe, an invalid artifact
+EXIT_UNREACHABLE = 3  # a service (Kafka, Redis) that does not answer
+
+
+def service_error(exc: BaseException) -> str | None:
+    """One line for a Redis or Kafka client error meaning "cannot reach the service", else None.
+    Matched by the exception's module so the front door imports neither client."""
+    names = {f"{cls.__module__}.{cls.__name__}" for cls in type(exc).__mro__}
+    if names & {"redis.exceptions.ConnectionError", "redis.exceptions.TimeoutError", "redis.exceptions.ClusterDownError"}:
+        return f"Redis is unreachable ({exc}); check --redis-url / FRAMEWATCH_REDIS__URL, or start one with `framewatch dev up`"
+    if names & {"kafka.errors.NoBrokersAvailable", "kafka.errors.KafkaConnectionError", "kafka.errors.KafkaTimeoutError"}:
+        return (f"the Kafka broker is unreachable ({exc.__class__.__name__}: {exc}); check --bootstrap-servers / "
+                "FRAMEWATCH_KAFKA__BOOTSTRAP_SERVERS, or start one with `framewatch dev up`")
+    return None
+
+
+def explain(exc: BaseException) -> tuple[int, str] | None:
+    """(exit status, one line) for an error a user can act on; None for a bug."""
+    from framewatch.errors import FrameWatchError
+
+    if isinstance(exc, FrameWatchError):
+        return EXIT_INPUT, str(exc)
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+        where = f": {exc.filename}" if exc.filename else ""
+        return EXIT_INPUT, f"{exc.strerror or exc}{where}"
+    line = service_error(exc)
+    if line is not None:
+        return EXIT_UNREACHABLE, line
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from framewatch.config import ConfigError
+    import os
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_anything", False):  # only a stand-in for a part this image leaves out does
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler = args.handler
+    command = " ".join(part for part in (args.command, *(getattr(args, f"{args.command}_command", None),)) if part)
+    debug = (getattr(args, "log_level", None) or os.environ.get("FRAMEWATCH_LOG_LEVEL", "")).lower() == "debug"
     try:
         return handler(args)
-    except ConfigError as exc:
-        print(f"framewatch: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        known = explain(exc)
+        if known is None:
+            raise
+        status, line = known
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        first, _, rest = line.partition("\n")
+        # One line, unless the error is a list (an invalid configuration names each field).
+        print(f"framewatch {command}: {first}" + (f"\n{rest}" if rest else ""), file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

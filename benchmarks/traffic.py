@@ -1,6 +1,6 @@
-"""A lane: an isolated topic, dead-letter topic, consumer group and Redis prefix, and a worker
-process running on it. Benchmarks (worker.bench) and the integration and reliability tests run
-the real `framewatch worker` this way, side by side on one broker and one Redis."""
+"""Test traffic: a sandbox (an isolated topic, dead-letter topic, consumer group and Redis prefix on
+a shared broker and Redis) and a real `framewatch worker` process running on it. The benchmarks
+and the integration and reliability tests run the worker this way, side by side."""
 
 from __future__ import annotations
 
@@ -17,13 +17,11 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from worker.contracts import RedisKeys
-
-REPO = Path(__file__).resolve().parents[1]
+from framewatch.worker.contracts import RedisKeys
 
 
 @dataclass
-class Lane:
+class Sandbox:
     """An isolated topic, dead-letter topic, consumer group and Redis prefix for one test."""
 
     bootstrap: str
@@ -73,21 +71,21 @@ class Lane:
 
 
 class WorkerProcess:
-    """`framewatch worker` on a lane, in its own process group (decode processes included)."""
+    """`framewatch worker` on a sandbox, in its own process group (decode processes included)."""
 
-    def __init__(self, lane: Lane, model: Path, log_path: Path, block_torch: bool = False, extra_env: Mapping[str, str] | None = None,
+    def __init__(self, sandbox: Sandbox, model: Path, log_path: Path, block_torch: bool = False, extra_env: Mapping[str, str] | None = None,
                  **env: str) -> None:
-        environment = lane.env(model, **{**(extra_env or {}), **env})
+        environment = sandbox.env(model, **{**(extra_env or {}), **env})
         if block_torch:
             # A torch that cannot be imported: the worker must run without it.
             blocker = log_path.parent / "no_torch"
             blocker.mkdir(exist_ok=True)
             (blocker / "torch.py").write_text("raise ImportError('the worker must not import torch')\n")
-            environment["PYTHONPATH"] = os.pathsep.join([str(blocker), str(REPO)])
+            environment["PYTHONPATH"] = str(blocker)
         self.log_path = log_path
         self.log = open(log_path, "ab")  # noqa: SIM115 - stays open for the life of the process
         self.process = subprocess.Popen([sys.executable, "-m", "framewatch.cli", "worker"], env=environment, stdout=self.log,
-                                        stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+                                        stderr=subprocess.STDOUT, cwd=log_path.parent, start_new_session=True)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.process.poll() is None:
@@ -111,22 +109,22 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def committed_offsets(lane: Lane) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=lane.bootstrap, group_id=lane.group, enable_auto_commit=False)
+def committed_offsets(sandbox: Sandbox) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=sandbox.bootstrap, group_id=sandbox.group, enable_auto_commit=False)
     try:
         out = {}
-        for p in range(lane.partitions):
-            value = consumer.committed(TopicPartition(lane.topic, p))
+        for p in range(sandbox.partitions):
+            value = consumer.committed(TopicPartition(sandbox.topic, p))
             out[p] = value or 0
         return out
     finally:
         consumer.close(autocommit=False)
 
 
-def end_offsets(lane: Lane) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=lane.bootstrap, enable_auto_commit=False)
+def end_offsets(sandbox: Sandbox) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=sandbox.bootstrap, enable_auto_commit=False)
     try:
-        ends = consumer.end_offsets([TopicPartition(lane.topic, p) for p in range(lane.partitions)])
+        ends = consumer.end_offsets([TopicPartition(sandbox.topic, p) for p in range(sandbox.partitions)])
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         consumer.close(autocommit=False)

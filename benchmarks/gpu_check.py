@@ -1,6 +1,6 @@
 """GPU check: run on a machine with an NVIDIA GPU; says plainly what it verified and what it could not.
 
-    python -m engines.gpu_check --out gpu_check.json
+    python -m framewatch.benchmarks.gpu_check --out gpu_check.json
 
 Steps, each reported as VERIFIED, FAILED or NOT VERIFIED (with the reason):
 
@@ -47,9 +47,9 @@ def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def gpu_and_matrix() -> dict[str, Any]:
-    from engines.tensorrt_backend import _import_cudart, check_support, query_gpu
+    from framewatch.engines.tensorrt_platform import check_support, import_cudart, query_gpu
 
-    gpu = query_gpu(_import_cudart())
+    gpu = query_gpu(import_cudart())
     matrix = {}
     for version in ("10.0.1", "10.4.0", "10.5.0", "10.13.0", "11.0.0"):
         try:
@@ -61,10 +61,11 @@ def gpu_and_matrix() -> dict[str, Any]:
 
 
 def cuda_python_roundtrip() -> dict[str, Any]:
-    from engines.tensorrt_backend import PinnedBuffers, _import_cudart
+    from framewatch.engines.tensorrt_platform import import_cudart
+    from framewatch.engines.tensorrt_runtime import PinnedBuffers
 
     size = 8 << 20
-    buffers = PinnedBuffers(_import_cudart(), size, size)
+    buffers = PinnedBuffers(import_cudart(), size, size)
     try:
         payload = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)
         buffers.host_in[:] = payload
@@ -96,9 +97,10 @@ def make_tiny_bert(folder: Path) -> Path:
 def training_on_cuda(work: Path, device: str = "cuda") -> dict[str, Any]:
     import torch
 
-    from training.export import export_run
-    from training.synth import write_dataset
-    from training.train import TrainConfig, train
+    from framewatch.training.config import TrainConfig
+    from framewatch.training.export import export_run
+    from framewatch.training.synth import write_dataset
+    from framewatch.training.train import train
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         return {"status": "NOT VERIFIED", "reason": "torch sees no CUDA device"}
@@ -106,7 +108,7 @@ def training_on_cuda(work: Path, device: str = "cuda") -> dict[str, Any]:
     text = make_tiny_bert(work / "tiny-bert")
     out: dict[str, Any] = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device}
     for mode, freeze in (("guidance", False), ("baseline", True)):
-        cfg = TrainConfig(data=work / "data", out=work / f"run-{mode}", mode=mode, image_encoder="mobileone_s0", image_size=64,  # type: ignore[arg-type]
+        cfg = TrainConfig(data=work / "data", out=work / f"run-{mode}", mode=mode, image_encoder="mobileone_s0", image_size=64,
                           text_encoder=str(text), text_max_length=16, freeze_text=freeze, fusion_dim=64, epochs=2, batch_size=64,
                           device=device, progress=False)
         summary = train(cfg)
@@ -123,16 +125,16 @@ def training_on_cuda(work: Path, device: str = "cuda") -> dict[str, Any]:
 def onnxruntime_cuda(work: Path) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from engines import load
-    from engines.bench import check_engine
+    from framewatch.engines import load
+    from framewatch.engines.check import check_engine
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return {"status": "NOT VERIFIED", "reason": f"this onnxruntime has no CUDA provider ({ort.get_available_providers()})"}
     engine = load(work / "artifact", "onnxruntime")
     result = check_engine(work / "artifact", "onnxruntime")
     result["providers"] = getattr(engine, "providers", None)
-    if result["max_abs_diff_vs_onnxruntime_cpu"] > 1e-3:
-        raise AssertionError(f"CUDA provider differs from CPU by {result['max_abs_diff_vs_onnxruntime_cpu']}")
+    if result["max_abs_diff_vs_reference"] > 1e-3:
+        raise AssertionError(f"CUDA provider differs from the reference probabilities by {result['max_abs_diff_vs_reference']}")
     return result
 
 
@@ -141,9 +143,10 @@ def tensorrt(work: Path) -> dict[str, Any]:
         import tensorrt as trt
     except ImportError:
         return {"status": "NOT VERIFIED", "reason": "tensorrt is not installed on this machine"}
-    from engines.bench import check_engine
-    from engines.manifest import load_manifest
-    from engines.tensorrt_backend import BuildRequest, Precision, build_engine
+    from framewatch.engines.check import check_engine
+    from framewatch.engines.manifest import load_manifest
+    from framewatch.engines.tensorrt_build import build_engine
+    from framewatch.engines.tensorrt_platform import BuildRequest, Precision
 
     artifact = work / "artifact"
     manifest = load_manifest(artifact)
@@ -153,8 +156,8 @@ def tensorrt(work: Path) -> dict[str, Any]:
         _, info = build_engine(artifact, manifest, BuildRequest(max_batch=64, opt_batch=32, precision=precision))
         result = check_engine(artifact, "tensorrt", batch_sizes=(1, 8, 32, 64))
         limit = 1e-4 if precision == "fp32" else 1e-2
-        if result["max_abs_diff_vs_onnxruntime_cpu"] > limit:
-            raise AssertionError(f"{precision}: max |Δp| {result['max_abs_diff_vs_onnxruntime_cpu']} > {limit}")
+        if result["max_abs_diff_vs_reference"] > limit:
+            raise AssertionError(f"{precision}: max |Δp| {result['max_abs_diff_vs_reference']} > {limit}")
         out[precision] = {"build_seconds": info.build_seconds, **result}
     return out
 

@@ -6,7 +6,7 @@ One run of ``pipeline`` measures, on the same segments and the same model:
 * ``infer_fps``   the engine alone at the worker's ``max_batch``, frames/s (and by batch size, plotted);
 * ``e2e_fps``     the real `framewatch worker` process from a Kafka backlog to Redis, commits included,
                   sampled frames/s between 10 % and 90 % of the backlog (start-up and tail excluded);
-* ``naive_fps``   worker.naive on the same backlog;
+* ``naive_fps``   framewatch.benchmarks.naive_worker on the same backlog;
 * ``p50_latency_ms``/``p99_latency_ms`` a segment's production to its last score visible in Redis,
                   with segments produced at half of ``e2e_fps``;
 * ``rss_mb``      the worker process's peak resident memory (its decode processes reported apart).
@@ -24,8 +24,6 @@ import concurrent.futures as cf
 import json
 import math
 import multiprocessing
-import os
-import platform
 import statistics
 import subprocess
 import threading
@@ -42,13 +40,13 @@ import psutil
 import redis
 from kafka import KafkaProducer
 
-from engines.api import Backend, Engine, load
+from framewatch.benchmarks.traffic import Sandbox, WorkerProcess, committed_offsets, end_offsets
 from framewatch.config import FrameWatchSettings
-from worker import contracts
-from worker.decode import DecodeRequest, decode_segment
-from worker.lane import Lane, WorkerProcess, committed_offsets, end_offsets
-from worker.media import encode_segment
-from worker.service import decode_request
+from framewatch.engines import Engine, load
+from framewatch.machine import describe, pyplot
+from framewatch.worker import contracts
+from framewatch.worker.decode import DecodeRequest, decode_request, decode_segment
+from framewatch.worker.media import encode_segment
 
 
 @dataclass(frozen=True)
@@ -127,7 +125,7 @@ def decode_request_factory(settings: FrameWatchSettings, engine: Engine, segment
     bench's producer does."""
 
     def request(payload: bytes, content_type: str, start_ms: int) -> DecodeRequest:
-        return decode_request(settings, engine, payload, content_type, start_ms, segment_ms)
+        return decode_request(settings.decode, engine, payload, content_type, start_ms, segment_ms)
 
     return request
 
@@ -172,7 +170,7 @@ def measure_infer(engine: Engine, batch_sizes: list[int], seconds_each: float) -
     return out
 
 
-# --- the worker on a lane ----------------------------------------------------------------
+# --- the worker on a sandbox ----------------------------------------------------------------
 
 def stream_frames(client: redis.Redis, keys: contracts.RedisKeys, streams: list[str]) -> int:
     pipe = client.pipeline(transaction=False)
@@ -191,7 +189,7 @@ def process_memory(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
 
 
-def send_nth_segment(producer: KafkaProducer, lane: Lane, segments: list[BenchSegment], streams: list[str], index: int,
+def send_nth_segment(producer: KafkaProducer, sandbox: Sandbox, segments: list[BenchSegment], streams: list[str], index: int,
                      segment_ms: int) -> tuple[str, BenchSegment, int, float]:
     """The ``index``-th segment of the round-robin over ``streams``, each stream's time advancing one
     segment per round; returns (stream, segment, its start ms, the wall-clock time it was produced)."""
@@ -201,26 +199,26 @@ def send_nth_segment(producer: KafkaProducer, lane: Lane, segments: list[BenchSe
     wall = time.time()
     headers = contracts.segment_headers(seg.content_type, segment_start_ms=start_ms, produced_at_ms=int(wall * 1000),
                                         segment_duration_ms=segment_ms)
-    producer.send(lane.topic, key=stream.encode(), value=seg.payload, headers=headers)
+    producer.send(sandbox.topic, key=stream.encode(), value=seg.payload, headers=headers)
     return stream, seg, start_ms, wall
 
 
-def produce_backlog(producer: KafkaProducer, lane: Lane, segments: list[BenchSegment], streams: list[str], count: int,
+def produce_backlog(producer: KafkaProducer, sandbox: Sandbox, segments: list[BenchSegment], streams: list[str], count: int,
                     segment_ms: int) -> int:
     """``count`` segments round-robin over ``streams``; returns the frames the worker will score."""
-    frames = sum(send_nth_segment(producer, lane, segments, streams, index, segment_ms)[1].sampled for index in range(count))
+    frames = sum(send_nth_segment(producer, sandbox, segments, streams, index, segment_ms)[1].sampled for index in range(count))
     producer.flush()
     return frames
 
 
-def watch_until(client: redis.Redis, lane: Lane, streams: list[str], total: int, pid: int, timeout_s: float,
+def watch_until(client: redis.Redis, sandbox: Sandbox, streams: list[str], total: int, pid: int, timeout_s: float,
                 on_first_frames: Callable[[], None] | None = None) -> Timeline:
     timeline = Timeline()
     started = time.monotonic()
     last_memory = 0.0
     while time.monotonic() - started < timeout_s:
         now = time.monotonic()
-        seen = stream_frames(client, lane.keys, streams)
+        seen = stream_frames(client, sandbox.keys, streams)
         if seen and on_first_frames is not None and (not timeline.points or timeline.points[-1][1] == 0):
             on_first_frames()
         timeline.points.append((now, seen))
@@ -243,7 +241,7 @@ class PacedResult:
     rss: list[tuple[float, float, float]]  # (monotonic s, worker MiB, decoders MiB)
 
 
-def run_paced(producer: KafkaProducer, client: redis.Redis, lane: Lane, segments: list[BenchSegment], streams: list[str],
+def run_paced(producer: KafkaProducer, client: redis.Redis, sandbox: Sandbox, segments: list[BenchSegment], streams: list[str],
               segments_per_second: float, seconds: float, pid: int, segment_ms: int, on_tick: Callable[[float], None] | None = None,
               memory_every_s: float = 1.0) -> PacedResult:
     """Produce at a fixed rate and time each segment from production until its last sampled frame's
@@ -261,7 +259,7 @@ def run_paced(producer: KafkaProducer, client: redis.Redis, lane: Lane, segments
                 break
             stop.wait(max(0.0, due - time.monotonic()))
             with lock:  # registered before the watcher can see its score
-                stream, seg, start_ms, wall = send_nth_segment(producer, lane, segments, streams, index, segment_ms)
+                stream, seg, start_ms, wall = send_nth_segment(producer, sandbox, segments, streams, index, segment_ms)
                 pending[stream].append((start_ms + seg.sampled_offsets_ms[-1], wall, time.monotonic()))
             index += 1
         producer.flush()
@@ -274,7 +272,7 @@ def run_paced(producer: KafkaProducer, client: redis.Redis, lane: Lane, segments
     while time.monotonic() < deadline:
         pipe = client.pipeline(transaction=False)
         for stream in streams:
-            pipe.hget(lane.keys.stream(stream), contracts.F_PTS_MS)
+            pipe.hget(sandbox.keys.stream(stream), contracts.F_PTS_MS)
         visible = pipe.execute()
         now_wall, now = time.time(), time.monotonic()
         with lock:
@@ -304,19 +302,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def machine() -> dict[str, Any]:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu_model": model, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
 # --- pipeline ----------------------------------------------------------------------------
 
 @dataclass
@@ -325,7 +310,7 @@ class PipelineOptions:
     json_out: Path
     streams: int = 8
     seconds: float = 30.0
-    backend: Backend = "auto"
+    backend: str = "auto"
     batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     profile: Path | None = None  # py-spy flame graph of the worker at saturation
     workload: Workload = field(default_factory=Workload)
@@ -346,8 +331,8 @@ def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
 
 
 def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> dict[str, Any]:
-    from framewatch.services import running_services
-    from worker.naive import run_naive_worker
+    from framewatch.benchmarks.naive_worker import run_naive_worker
+    from framewatch.devservices import running_services
 
     say = options.progress
     w = options.workload
@@ -370,15 +355,15 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
     log_dir = options.log_dir or options.json_out.parent / f"{options.json_out.stem}-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with running_services() as services:
-        lane = Lane(services.kafka_bootstrap, services.redis_url, partitions=max(options.streams, 1), name=uuid.uuid4().hex[:8])
-        lane.create_topics()
+        sandbox = Sandbox(services.kafka_bootstrap, services.redis_url, partitions=max(options.streams, 1), name=uuid.uuid4().hex[:8])
+        sandbox.create_topics()
         client = redis.Redis.from_url(services.redis_url)
-        producer = KafkaProducer(bootstrap_servers=lane.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
+        producer = KafkaProducer(bootstrap_servers=sandbox.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
         backlog_streams = [f"bench-{i}" for i in range(options.streams)]
         count = max(options.streams * 2, math.ceil(bound * options.seconds / max(per_segment, 1)))
         say(f"backlog: {count} segments over {options.streams} streams")
-        total = produce_backlog(producer, lane, segments, backlog_streams, count, segment_ms)
-        worker = WorkerProcess(lane, options.model, log_dir / "worker.log", extra_env=worker_env(settings))
+        total = produce_backlog(producer, sandbox, segments, backlog_streams, count, segment_ms)
+        worker = WorkerProcess(sandbox, options.model, log_dir / "worker.log", extra_env=worker_env(settings))
         profiler: subprocess.Popen[bytes] | None = None
         try:
             say(f"worker at saturation ({total} frames)")
@@ -388,14 +373,14 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
                 if options.profile is not None:
                     profilers.append(start_profiler(worker.process.pid, options.profile, options.seconds / 2))
 
-            timeline = watch_until(client, lane, backlog_streams, total, worker.process.pid, options.seconds * 20 + 60, profile)
+            timeline = watch_until(client, sandbox, backlog_streams, total, worker.process.pid, options.seconds * 20 + 60, profile)
             profiler = profilers[0] if profilers else None
             e2e_fps = timeline.rate_between(total)
             scored = timeline.points[-1][1] if timeline.points else 0
-            wait_committed(lane, timeout_s=30)
+            wait_committed(sandbox, timeout_s=30)
             half_rate = 0.5 * e2e_fps / max(per_segment, 1)
             say(f"latency at half load ({half_rate:.2f} segments/s for {options.seconds:.0f} s)")
-            paced = run_paced(producer, client, lane, segments, [f"latency-{i}" for i in range(options.streams)], max(half_rate, 0.1),
+            paced = run_paced(producer, client, sandbox, segments, [f"latency-{i}" for i in range(options.streams)], max(half_rate, 0.1),
                               options.seconds, worker.process.pid, segment_ms)
             rss_peak = max([*timeline.rss_mb, *(r for _, r, _ in paced.rss)], default=0.0)
             decoders_peak = max([*timeline.decoders_rss_mb, *(c for _, _, c in paced.rss)], default=0.0)
@@ -404,7 +389,7 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
                 profiler.wait(timeout=options.seconds + 60)
             exit_code = worker.stop()
         say(f"naive worker on the same backlog ({options.seconds:.0f} s)")
-        naive = run_naive_worker(engine, lane.bootstrap, lane.topic, f"naive-{lane.name}", services.redis_url, f"naive{lane.name}",
+        naive = run_naive_worker(engine, sandbox.bootstrap, sandbox.topic, f"naive-{sandbox.name}", services.redis_url, f"naive{sandbox.name}",
                                  options.seconds, settings.decode.sample_fps, {"session_timeout_ms": 6000, "max_poll_interval_ms": 60000})
         producer.close()
         client.close()
@@ -418,7 +403,7 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
         "p50_latency_ms": round(percentile(paced.latencies_ms, 50), 1),
         "p99_latency_ms": round(percentile(paced.latencies_ms, 99), 1),
         "rss_mb": round(rss_peak, 1),
-        "machine": machine(),
+        "machine": describe(),
         "backend": engine.backend,
         "model": {"name": engine.name, "path": str(options.model), "input_size": list(engine.input_size)},
         "batch": {"max_batch": settings.batch.max_batch, "max_delay_ms": settings.batch.max_delay_ms,
@@ -450,11 +435,11 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
     return result
 
 
-def wait_committed(lane: Lane, timeout_s: float) -> bool:
+def wait_committed(sandbox: Sandbox, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    ends = end_offsets(lane)
+    ends = end_offsets(sandbox)
     while time.monotonic() < deadline:
-        if committed_offsets(lane) == ends:
+        if committed_offsets(sandbox) == ends:
             return True
         time.sleep(0.5)
     return False
@@ -477,10 +462,7 @@ def start_profiler(pid: int, out: Path, seconds: float) -> subprocess.Popen[byte
 
 
 def plot_pipeline(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sizes = [int(b) for b in result["throughput_by_batch"]]
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -495,138 +477,6 @@ def plot_pipeline(result: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("frames per second")
     ax.set_title(f"{result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-
-
-# --- soak --------------------------------------------------------------------------------
-
-@dataclass
-class SoakOptions:
-    model: Path
-    json_out: Path
-    minutes: float = 20.0
-    load_fraction: float = 0.7
-    saturated_fps: float | None = None  # measured first when not given
-    streams: int = 8
-    warmup_minutes: float = 2.0
-    backend: Backend = "auto"
-    workload: Workload = field(default_factory=Workload)
-    progress: Callable[[str], None] = print
-
-
-def bench_soak(options: SoakOptions, settings: FrameWatchSettings) -> dict[str, Any]:
-    from framewatch.services import running_services
-
-    say = options.progress
-    w = options.workload
-    engine = load(options.model, options.backend, intra_op_threads=settings.intra_op_threads)
-    request = decode_request_factory(settings, engine, round(w.segment_seconds * 1000))
-    segments = make_segments(w, request)
-    per_segment = statistics.mean(s.sampled for s in segments)
-    segment_ms = round(w.segment_seconds * 1000)
-    del engine  # the worker process loads its own
-    log_dir = options.json_out.parent / f"{options.json_out.stem}-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with running_services() as services:
-        lane = Lane(services.kafka_bootstrap, services.redis_url, partitions=options.streams)
-        lane.create_topics()
-        client = redis.Redis.from_url(services.redis_url)
-        producer = KafkaProducer(bootstrap_servers=lane.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
-        worker = WorkerProcess(lane, options.model, log_dir / "worker.log", extra_env=worker_env(settings))
-        try:
-            saturated = options.saturated_fps
-            if saturated is None:
-                streams = [f"saturate-{i}" for i in range(options.streams)]
-                count = max(4 * options.streams, 40)
-                say(f"measuring the saturated rate on a backlog of {count} segments")
-                total = produce_backlog(producer, lane, segments, streams, count, segment_ms)
-                saturated = watch_until(client, lane, streams, total, worker.process.pid, timeout_s=600).rate_between(total)
-            rate = options.load_fraction * saturated / max(per_segment, 1)
-            say(f"soak: {options.minutes:g} min at {options.load_fraction:.0%} of {saturated:.1f} frames/s ({rate:.2f} segments/s)")
-            started = time.monotonic()
-            minutes_said = [0]
-
-            def tick(now: float) -> None:
-                minute = int((now - started) // 60)
-                if minute > minutes_said[0]:
-                    minutes_said[0] = minute
-                    rss, children = process_memory(worker.process.pid)
-                    say(f"  {minute} min: worker RSS {rss:.0f} MiB, decode processes {children:.0f} MiB")
-
-            paced = run_paced(producer, client, lane, segments, [f"soak-{i}" for i in range(options.streams)], rate, options.minutes * 60,
-                              worker.process.pid, segment_ms, on_tick=tick, memory_every_s=10.0)
-        finally:
-            exit_code = worker.stop()
-            producer.close()
-            client.close()
-    return soak_report(options, settings, paced, started, saturated, rate, per_segment, exit_code)
-
-
-def soak_report(options: SoakOptions, settings: FrameWatchSettings, paced: PacedResult, started: float, saturated: float,
-                rate: float, per_segment: float, exit_code: int) -> dict[str, Any]:
-    minute_rows = []
-    for minute in range(math.ceil(options.minutes)):
-        lo, hi = started + minute * 60, started + (minute + 1) * 60
-        lat = [lt for lt, t in zip(paced.latencies_ms, paced.produced_at, strict=True) if lo <= t < hi]
-        rss = [(r, c) for t, r, c in paced.rss if lo <= t < hi]
-        minute_rows.append({"minute": minute + 1, "segments": len(lat), "p50_latency_ms": round(percentile(lat, 50), 1),
-                            "p99_latency_ms": round(percentile(lat, 99), 1),
-                            "rss_mb": round(max((r for r, _ in rss), default=0.0), 1),
-                            "decoders_rss_mb": round(max((c for _, c in rss), default=0.0), 1)})
-    warm = [r for t, r, _ in paced.rss if t - started >= options.warmup_minutes * 60]
-    after_warmup = warm[0] if warm else float("nan")
-    final = warm[-1] if warm else float("nan")
-    growth = (final - after_warmup) / after_warmup if warm else float("nan")
-    result: dict[str, Any] = {
-        "minutes": options.minutes,
-        "load_fraction": options.load_fraction,
-        "saturated_fps": round(saturated, 2),
-        "segments_per_second": round(rate, 3),
-        "frames_per_second": round(rate * per_segment, 2),
-        "p50_latency_ms": round(percentile(paced.latencies_ms, 50), 1),
-        "p99_latency_ms": round(percentile(paced.latencies_ms, 99), 1),
-        "segments_timed": len(paced.latencies_ms),
-        "segments_unfinished": paced.unfinished,
-        "rss_mb_after_warmup": round(after_warmup, 1),
-        "rss_mb_final": round(final, 1),
-        "rss_growth_after_warmup": round(growth, 4),
-        "goal_rss_growth_below_10_percent": bool(growth < 0.10),
-        "warmup_minutes": options.warmup_minutes,
-        "per_minute": minute_rows,
-        "rss_series": [{"t_s": round(t - started, 1), "rss_mb": round(r, 1), "decoders_rss_mb": round(c, 1)} for t, r, c in paced.rss],
-        "machine": machine(),
-        "batch": {"max_batch": settings.batch.max_batch, "max_delay_ms": settings.batch.max_delay_ms, "decode_workers": settings.decode.workers},
-        "workload": {**asdict(options.workload), "streams": options.streams},
-        "worker_exit_code": exit_code,
-    }
-    options.json_out.parent.mkdir(parents=True, exist_ok=True)
-    options.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    plot_soak(result, options.json_out.with_suffix(".png"))
-    return result
-
-
-def plot_soak(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    series = result["rss_series"]
-    top.plot([p["t_s"] / 60 for p in series], [p["rss_mb"] for p in series], label="worker RSS")
-    top.plot([p["t_s"] / 60 for p in series], [p["decoders_rss_mb"] for p in series], label="decode processes RSS")
-    top.axvline(result["warmup_minutes"], color="grey", linestyle=":", label="end of warm-up")
-    top.set_ylabel("MiB")
-    top.legend(fontsize=8)
-    rows = result["per_minute"]
-    bottom.plot([r["minute"] - 0.5 for r in rows], [r["p50_latency_ms"] for r in rows], marker="o", label="p50")
-    bottom.plot([r["minute"] - 0.5 for r in rows], [r["p99_latency_ms"] for r in rows], marker="o", label="p99")
-    bottom.set_ylabel("latency, ms")
-    bottom.set_xlabel("minutes")
-    bottom.legend(fontsize=8)
-    fig.suptitle(f"soak at {result['load_fraction']:.0%} of saturation: RSS growth after warm-up {result['rss_growth_after_warmup']:+.1%}")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -1,0 +1,133 @@
+"""The one validated schema of a training run, the way framewatch.config is the worker's.
+
+A run's options come from, lowest precedence first: the defaults here, a recipe file
+(``framewatch train --config training/recipes/NAME.yaml``, or just ``--config NAME`` for a recipe
+shipped with framewatch), and command-line flags. An invalid value stops before any work with
+:class:`TrainConfigError`, naming the field, the value and where it came from. The run folder
+keeps the resolved configuration (``config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from framewatch.errors import FrameWatchError
+
+Mode = Literal["baseline", "guidance", "teacher", "distill"]
+MODES: tuple[Mode, ...] = ("baseline", "guidance", "teacher", "distill")
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class TrainConfigError(FrameWatchError, ValueError):
+    """An invalid training configuration or recipe; the message names each bad field and its source."""
+
+
+class TrainConfig(BaseModel):
+    """Every option of `framewatch train` (docs/training.md explains the choices)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data: Path = Field(description="data folder (imagefolder layout with metadata.jsonl per split)")
+    out: Path = Field(description="run folder to write")
+    mode: Mode = Field("guidance", description="baseline: images only; guidance: text guides training, image-only result; "
+                       "teacher: fused image+text model (needs text at inference); distill: image-only student of a fused teacher")
+    image_encoder: str = Field("mobileone_s4", description="timm model name (mobileone_s0 for fast CPU runs)")
+    pretrained: bool = Field(False, description="load timm's pretrained weights (needs the hub or a local cache)")
+    text_encoder: str = Field("distilbert-base-uncased",
+                              description="Hugging Face encoder name or local folder; 'minilm' = the offline all-MiniLM-L6-v2 package")
+    text_max_length: int = Field(121, ge=1, description="tokens, a square number (121 → 11×11 map)")
+    freeze_text: bool = Field(True, description="keep the text encoder fixed")
+    fusion: Literal["paper", "official"] = Field("paper", description="paper: three conv+BatchNorm+ReLU; official: two conv+ReLU")
+    fusion_dim: int | None = Field(None, ge=1, description="fusion output channels (default: half the image channels)")
+    image_size: int = Field(224, ge=16, description="training and deployed input size, pixels")
+    epochs: int = Field(10, ge=1, description="epochs of the first stage")
+    adapt_epochs: int | None = Field(None, ge=1, description="epochs of the guidance adapt stage (default: epochs)")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    # A pretrained text encoder trained at the image encoder's lr forgets what it knew; BERT-family
+    # fine-tuning uses ~2e-5.
+    text_lr: float = Field(2e-5, gt=0, description="learning rate of a trained text encoder")
+    # Adapt stage: epochs that train only the fresh head on the frozen guided encoder before the
+    # whole model is fine-tuned (linear probe, then fine-tune; Kumar et al. 2022), so the
+    # randomly initialised head's first gradients do not overwrite the guided features.
+    adapt_head_epochs: int = Field(1, ge=0, description="guidance: head-only epochs on the frozen guided encoder before fine-tuning")
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(3, ge=1, description="early stopping: epochs without a better val ROC-AUC")
+    seed: int = Field(0, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="distill: weight of the hard-label loss")
+    distill_temperature: float = Field(2.0, gt=0)
+    teacher: Path | None = Field(None, description="distill: reuse the soft labels of this teacher/guidance run")
+    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="stop before training when more rows are bad")
+    # The operating point, chosen on val (training/metrics.py choose_threshold): the lowest
+    # threshold with at most 5 % false alarms on val, unless told otherwise.
+    threshold_rule: Literal["fpr", "precision", "f1"] = Field("fpr", description="how the operating point is chosen on val")
+    threshold_target: float | None = Field(None, gt=0, le=1, description="the rule's target (fpr 0.05, precision 0.9 by default)")
+    positive_label: str | None = Field(None, description="the violent class's label, when the labels do not say it")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 …")
+    resume: bool = Field(False, description="continue from RUN_DIR/checkpoints/last.pt")
+    progress: bool = Field(True, description="progress bars")
+
+    @field_validator("text_max_length")
+    @classmethod
+    def _square(cls, value: int) -> int:
+        if math.isqrt(value) ** 2 != value:
+            raise ValueError(f"{value} is not a square number (the text map is √n × √n tokens; 121 → 11×11)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.teacher is not None and self.mode != "distill":
+            raise ValueError(f"teacher is only used by mode distill, not {self.mode}")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe file: a path, or the name of a recipe shipped in training/recipes/."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if path.suffix == "" and shipped.exists():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    raise TrainConfigError(f"recipe {name_or_path} does not exist (a YAML file, or one of the shipped recipes: {known})")
+
+
+def read_recipe(name_or_path: str | Path) -> dict[str, Any]:
+    path = recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"recipe {path} must hold a mapping of training options")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve(recipe: str | Path | None = None, **flags: Any) -> TrainConfig:
+    """Defaults < recipe < flags (a flag given as None is not given)."""
+    from_recipe = read_recipe(recipe) if recipe is not None else {}
+    given = {k: v for k, v in flags.items() if v is not None}
+    merged = {**from_recipe, **given}
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"]) or "config"
+            source = "flag" if name in given else f"recipe {recipe}" if name in from_recipe else "default"
+            shown = f" = {merged[name]!r}" if name in merged else ""
+            problems.append(f"  {name}{shown} ({source}): {error['msg'].removeprefix('Value error, ')}")
+        raise TrainConfigError("invalid training configuration:\n" + "\n".join(problems)) from None
