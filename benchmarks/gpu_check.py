@@ -9,8 +9,8 @@ Steps, each reported as VERIFIED, FAILED or NOT VERIFIED (with the reason):
    device buffers, async copies on a stream, round-tripping real bytes;
 3. training on CUDA (bf16 autocast): a guidance run (fused stage + adapt) and a baseline on
    a small synthetic set, then export with the PyTorch-vs-ONNX parity check;
-4. ONNX Runtime's CUDA provider through engines.load, against ONNX Runtime on the CPU;
-5. TensorRT: build FP32 and FP16 engines, load them, compare with ONNX Runtime on the CPU,
+4. ONNX Runtime's CUDA provider through engines.load, against the artifact's reference probabilities;
+5. TensorRT: build FP32 and FP16 engines, load them, compare with the artifact's reference probabilities,
    and time them by batch size.
 
 This script imports torch (training steps); the engines package itself never does.
@@ -108,7 +108,7 @@ def training_on_cuda(work: Path, device: str = "cuda") -> dict[str, Any]:
     text = make_tiny_bert(work / "tiny-bert")
     out: dict[str, Any] = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device}
     for mode, freeze in (("guidance", False), ("baseline", True)):
-        cfg = TrainConfig(data=work / "data", out=work / f"run-{mode}", mode=mode, image_encoder="mobileone_s0", image_size=64,
+        cfg = TrainConfig(data=work / "data", out=work / f"run-{mode}", mode=mode, image_encoder="mobileone_s0", pretrained=False, image_size=64,
                           text_encoder=str(text), text_max_length=16, freeze_text=freeze, fusion_dim=64, epochs=2, batch_size=64,
                           device=device, progress=False)
         summary = train(cfg)
@@ -133,7 +133,7 @@ def onnxruntime_cuda(work: Path) -> dict[str, Any]:
     engine = load(work / "artifact", "onnxruntime")
     result = check_engine(work / "artifact", "onnxruntime")
     result["providers"] = getattr(engine, "providers", None)
-    if result["max_abs_diff_vs_reference"] > 1e-3:
+    if result["max_abs_diff_vs_reference"] > 2e-3:
         raise AssertionError(f"CUDA provider differs from the reference probabilities by {result['max_abs_diff_vs_reference']}")
     return result
 
@@ -155,7 +155,8 @@ def tensorrt(work: Path) -> dict[str, Any]:
     for precision in precisions:
         _, info = build_engine(artifact, manifest, BuildRequest(max_batch=64, opt_batch=32, precision=precision))
         result = check_engine(artifact, "tensorrt", batch_sizes=(1, 8, 32, 64))
-        limit = 1e-4 if precision == "fp32" else 1e-2
+        # Against PyTorch's probabilities: the FP32 graph itself is held to reference.tolerance at export.
+        limit = 2 * (manifest.reference.tolerance if manifest.reference else 5e-4) if precision == "fp32" else 1e-2
         if result["max_abs_diff_vs_reference"] > limit:
             raise AssertionError(f"{precision}: max |Δp| {result['max_abs_diff_vs_reference']} > {limit}")
         out[precision] = {"build_seconds": info.build_seconds, **result}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from framewatch.engines.manifest import ManifestError, ModelManifest, load_manifest
+from framewatch.engines.manifest import ManifestError, ModelManifest, load_manifest, sha256_file
 from framewatch.engines.registry import load
 
 
@@ -20,7 +20,12 @@ def reference_frames(artifact_dir: Path, manifest: ModelManifest) -> tuple[np.nd
     """(uint8 N×H×W×3 frames, float32 N×C expected probabilities) stored in the artifact."""
     if manifest.reference is None:
         raise ManifestError(f"{artifact_dir} has no reference frames (exported by an older framewatch): export it again")
-    with np.load(artifact_dir / manifest.reference.file, allow_pickle=False) as data:
+    path = artifact_dir / manifest.reference.file
+    if not path.exists():
+        raise ManifestError(f"{path} named by model.json is missing")
+    if sha256_file(path) != manifest.reference.sha256:
+        raise ManifestError(f"{path} does not match its sha256 in model.json: the artifact was modified after export; export it again")
+    with np.load(path, allow_pickle=False) as data:
         frames, probabilities = np.asarray(data["frames"], dtype=np.uint8), np.asarray(data["probabilities"], dtype=np.float32)
     if frames.shape[1:] != (manifest.input_height, manifest.input_width, 3) or len(probabilities) != len(frames):
         raise ManifestError(f"{artifact_dir / manifest.reference.file} does not match model.json (frames {frames.shape})")

@@ -16,7 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from framewatch.errors import FrameWatchError
 
-FORMAT_VERSION = 1
+# 2: the `reference` frames (a reader of 1 refuses 2 by its version, not by an unknown field).
+# A version-1 manifest is still read; its `preprocessing.resize` was copied from the encoder's
+# pretraining config while training resized bilinear, so it is read as bilinear.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "model.json"
 ONNX_NAME = "model.onnx"
 ONNX_FP16_NAME = "model.fp16.onnx"
@@ -50,7 +54,7 @@ class ReferenceFrames(BaseModel):
     file: str = REFERENCE_NAME
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     count: int = Field(ge=1)
-    tolerance: float = Field(gt=0, description="max |Δp| of the FP32 ONNX graph against these at export")
+    tolerance: float = Field(gt=0, description="the bound export held the FP32 ONNX graph to (max |Δp| against PyTorch)")
 
 
 class ModelManifest(BaseModel):
@@ -79,8 +83,11 @@ class ModelManifest(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelManifest:
-        if self.format_version != FORMAT_VERSION:
-            raise ValueError(f"format_version {self.format_version} is not supported (this framewatch reads {FORMAT_VERSION})")
+        if self.format_version not in READABLE_VERSIONS:
+            raise ValueError(f"format_version {self.format_version} is not supported (this framewatch reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
+        if self.format_version == 1:
+            self.preprocessing = self.preprocessing.model_copy(update={"resize": "bilinear"})
         if self.violent_index >= len(self.labels):
             raise ValueError(f"violent_index {self.violent_index} is outside labels {self.labels}")
         return self
@@ -119,8 +126,7 @@ def load_manifest(artifact_dir: Path | str, verify_hash: bool = True) -> ModelMa
         pairs = [(manifest.onnx_file, manifest.onnx_sha256)]
         if manifest.onnx_fp16_file and manifest.onnx_fp16_sha256:
             pairs.append((manifest.onnx_fp16_file, manifest.onnx_fp16_sha256))
-        if manifest.reference is not None:
-            pairs.append((manifest.reference.file, manifest.reference.sha256))
+
         for file_name, expected in pairs:
             onnx_path = artifact_dir / file_name
             if not onnx_path.exists():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framewatch.engines.base import BackendSpec, Engine, EngineError, EngineOptions, registered
-from framewatch.engines.manifest import load_manifest
+from framewatch.engines.manifest import ModelManifest, load_manifest
 from framewatch.logs import get_logger
 
 log = get_logger("engines")
@@ -68,13 +68,21 @@ def select_backend(requested: str, statuses: dict[str, tuple[bool, str]], priori
     raise EngineError("no backend can run this artifact: " + "; ".join(skipped))
 
 
+def _probe(spec: BackendSpec, artifact_dir: Path, manifest: ModelManifest) -> tuple[bool, str]:
+    """A probe that raises (a plugin's bug) counts as "cannot be used", never as a failed load."""
+    try:
+        return spec.probe(artifact_dir, manifest)
+    except Exception as exc:
+        return False, f"its probe failed: {exc.__class__.__name__}: {exc}"
+
+
 def load(path: Path | str, backend: str = "auto", *, intra_op_threads: int = 0, verify_hash: bool = True) -> Engine:
     """Load a model artifact folder onto the best (or the requested) backend and log the choice."""
     artifact_dir = Path(path)
     manifest = load_manifest(artifact_dir, verify_hash=verify_hash)
     specs = backends()
     names = list(specs) if backend == "auto" else [backend] if backend in specs else []
-    statuses = {name: specs[name].probe(artifact_dir, manifest) for name in names}
+    statuses = {name: _probe(specs[name], artifact_dir, manifest) for name in names}
     choice = select_backend(backend, statuses, {name: spec.priority for name, spec in specs.items()})
     log.info("engine selected", backend=choice.backend, reason=choice.reason, model=manifest.name, artifact=str(artifact_dir))
     engine: Engine = specs[choice.backend].create(artifact_dir, manifest, EngineOptions(intra_op_threads=intra_op_threads))

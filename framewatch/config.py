@@ -193,7 +193,9 @@ class FrameWatchSettings(BaseSettings):
     )
 
     model: Path | None = Field(None, description="Model artifact folder (model.onnx + model.json).")
-    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    # auto, onnxruntime, tensorrt, or a plugin's name (framewatch.engines registry); an unknown name
+    # is refused when the engine loads, with the registered names.
+    backend: str = Field("auto", pattern=r"^[a-z0-9_\-]+$")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

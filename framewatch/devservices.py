@@ -23,10 +23,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from framewatch.errors import FrameWatchError
+
 LOOPBACK = "127.0.0.1"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(FrameWatchError, RuntimeError):
     """A development service could not be found, started or stopped."""
 
 

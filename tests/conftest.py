@@ -79,7 +79,7 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_dataset(root / "data", {"train": 24, "val": 8, "test": 8}, seed=3, image_size=64, progress=False)
     from tests.training_fixtures import calibrate_batchnorm
 
-    train(TrainConfig(data=root / "data", out=root / "run", mode="baseline", image_encoder="mobileone_s0", image_size=64,
+    train(TrainConfig(data=root / "data", out=root / "run", mode="baseline", image_encoder="mobileone_s0", pretrained=False, image_size=64,
                       epochs=1, batch_size=8, progress=False))
     calibrate_batchnorm(root / "run", root / "data", 64)
     export_run(root / "run", root / "artifact")

@@ -284,6 +284,20 @@ def load_dataset(root: Path | str, image_size: int, max_bad_fraction: float = 0.
     return Dataset(root, labels, violent_index, loaded, all_bad, val_carved)
 
 
+def stratified_subset(split: SplitData, size: int, seed: int) -> SplitData:
+    """``size`` rows of a split, each class in its proportion (at least one of each), drawn by ``seed``.
+    The same seed gives the same rows, whatever trains on them: variants stay paired."""
+    if size >= len(split):
+        return split
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    classes, counts = np.unique(split.labels, return_counts=True)
+    want = np.maximum(1, np.round(counts / counts.sum() * size)).astype(int)
+    while want.sum() > size:
+        want[np.argmax(want)] -= 1
+    chosen = np.concatenate([rng.choice(np.flatnonzero(split.labels == c), n, replace=False) for c, n in zip(classes, want, strict=True)])
+    return split.subset(np.sort(chosen), split.name)
+
+
 def imagefolder_frames(root: Path, height: int, width: int, count: int) -> list[np.ndarray]:
     """Up to ``count`` RGB frames of an imagefolder data set (test split first), resized as training
     resizes them. Unreadable rows are skipped."""

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from framewatch.errors import FrameWatchError
+from framewatch.training.compare import plot_learning_curve, size_label
 
 METRICS = ("precision", "recall", "accuracy", "majority_accuracy", "f1", "roc_auc")
 # Runs averaged in one row must agree on these (a row is one setup over several seeds).
-SETUP_FIELDS = ("image_encoder", "image_size", "pretrained", "epochs", "adapt_epochs", "adapt_head_epochs", "batch_size", "lr",
+SETUP_FIELDS = ("image_encoder", "image_size", "pretrained", "image_weights", "encoder_lr", "train_size", "epochs", "adapt_epochs", "adapt_head_epochs", "batch_size", "lr",
                 "text_lr", "patience", "warmup_fraction", "grad_clip", "text_encoder", "text_max_length", "freeze_text", "fusion",
                 "fusion_dim", "dropout", "weight_decay", "threshold_rule", "threshold_target", "positive_label", "distill_alpha",
                 "distill_temperature", "teacher", "data")
@@ -88,35 +89,38 @@ def _setup(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect(run_dirs: list[Path], measure: bool = True, trivial: bool = False) -> dict[str, Any]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    derived: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    # A row is a variant at one training-set size (a learning curve has several sizes per variant).
+    groups: dict[tuple[str, int | None], list[dict[str, Any]]] = defaultdict(list)
+    derived: dict[tuple[str, int | None], list[dict[str, Any]]] = defaultdict(list)
     for run in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # a run named twice counts once
         metrics_path = run / "metrics.json"
         if not metrics_path.exists():
             raise ReportError(f"{run} has no metrics.json: is it a finished run?")
         metrics = json.loads(metrics_path.read_text())
         config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
-        groups[metrics["variant"]].append({"run": run, "metrics": metrics, "config": config})
+        size = config.get("train_size")
+        groups[(metrics["variant"], size)].append({"run": run, "metrics": metrics, "config": config})
         teacher = metrics.get("teacher")
         if teacher and metrics.get("mode") != "teacher":
             # A guidance (or self-taught distill) run's first stage *is* the teacher: the same
             # network, data, seed and schedule as `--mode teacher`, evaluated with text.
             variant = metrics["variant"].replace(metrics["mode"], "teacher", 1)
-            derived[variant].append({"run": run, "config": config, "metrics": {
+            derived[(variant, size)].append({"run": run, "config": config, "metrics": {
                 "variant": variant, "deployed_inputs": "image+text", "splits": teacher["splits"], "from_run_of": metrics["mode"]}})
-    for variant, entries in derived.items():
+    for key, entries in derived.items():
         # The same model once: a teacher stage is added only for a seed that no teacher run (or an
         # earlier derived stage) of the same setup already stands for.
         for entry in entries:
-            taken = {(r["config"].get("seed"), json.dumps(_teacher_setup(r["config"]), sort_keys=True)) for r in groups[variant]}
+            taken = {(r["config"].get("seed"), json.dumps(_teacher_setup(r["config"]), sort_keys=True)) for r in groups[key]}
             if (entry["config"].get("seed"), json.dumps(_teacher_setup(entry["config"]), sort_keys=True)) not in taken:
-                groups[variant].append(entry)
-    for variant, runs in groups.items():
+                groups[key].append(entry)
+    for (variant, _), runs in groups.items():
         _check_comparable(variant, runs)
     rows = []
-    for variant in sorted(groups, key=lambda v: (_order(v), v)):
-        runs = groups[variant]
-        row: dict[str, Any] = {"variant": variant, "runs": [str(r["run"]) for r in runs],
+    for key in sorted(groups, key=lambda k: (float("inf") if k[1] is None else k[1], _order(k[0]), k[0])):
+        variant, size = key
+        runs = groups[key]
+        row: dict[str, Any] = {"variant": variant, "train_size": size, "runs": [str(r["run"]) for r in runs],
                                "seeds": [r["config"].get("seed") for r in runs], "deployed_inputs": runs[0]["metrics"].get("deployed_inputs"),
                                "threshold_rule": (runs[0]["metrics"].get("operating_point") or {}).get("rule"),
                                "threshold_warnings": sorted({w for r in runs for w in (r["metrics"].get("operating_point") or {}).get("warnings", [])})}
@@ -125,17 +129,23 @@ def collect(run_dirs: list[Path], measure: bool = True, trivial: bool = False) -
                       if "test" in r["metrics"]["splits"] and name in r["metrics"]["splits"]["test"]]
             row[name] = {"mean": statistics.mean(values) if values else None,
                          "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+        row["by_seed"] = {name: {r["config"].get("seed"): float(r["metrics"]["splits"]["test"][name]) for r in runs
+                                 if name in r["metrics"]["splits"].get("test", {})} for name in METRICS}
+        row["head_firing"] = [r["metrics"].get("head_firing") for r in runs]
+        row["train_seconds"] = [r["metrics"].get("train_seconds") for r in runs]
         if measure and row["deployed_inputs"] == "image" and (Path(runs[0]["run"]) / "model.pt").exists():
             row["latency"] = measure_latency(Path(runs[0]["run"]))
         rows.append(row)
     trivial_row = _trivial_row(groups) if trivial else None
     if trivial_row is not None:
         rows.append(trivial_row)
-    return {"rows": rows, "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+    from framewatch.training.compare import comparisons
+
+    return {"rows": rows, "comparisons": comparisons(rows), "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def _trivial_row(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+def _trivial_row(groups: dict[tuple[str, int | None], list[dict[str, Any]]]) -> dict[str, Any] | None:
     """The colour-statistics baseline on the runs' data set (training/trivial.py): what a model
     that sees no shapes at all scores here. None (and a note on stderr) when it cannot be made."""
     import sys
@@ -157,7 +167,7 @@ def _trivial_row(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | No
         print(f"framewatch report: no trivial row: {exc}", file=sys.stderr)
         return None
     test = result["splits"].get("test", {})
-    row: dict[str, Any] = {"variant": result["variant"], "runs": [], "seeds": [], "deployed_inputs": "image",
+    row: dict[str, Any] = {"variant": result["variant"], "train_size": None, "runs": [], "seeds": [], "deployed_inputs": "image",
                            "threshold_rule": result["operating_point"]["rule"], "threshold_warnings": result["operating_point"]["warnings"]}
     for name in METRICS:
         values = [float(test[name])] if name in test else []
@@ -227,8 +237,8 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, 
         f"answering the larger class: an accuracy at or below it is no better than no model. Mean ± std over the seeds of each "
         f"variant (each row one setup; seeds paired across rows: the same data order at the same seed). Latency: reparameterized image-only model "
         f"on this machine's CPU ({report['machine']['cpu']}), median of 10 timed runs after 3 warm-up runs.", "",
-        "| variant | seeds | precision | recall | accuracy | majority class | F1 | ROC-AUC | ms/image (batch 1) | ms/image (batch 32) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | train images | seeds | precision | recall | accuracy | majority class | F1 | ROC-AUC | ms/image (batch 1) | ms/image (batch 32) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report["rows"]:
         latency = row.get("latency", {})
@@ -236,10 +246,15 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, 
         b32 = f"{latency['batch32_ms_per_image']:.2f}" if "batch32_ms_per_image" in latency else b1 if b1 == "needs text" else "–"
         seeds = ",".join(str(s) for s in row["seeds"] if s is not None) or "–"
         cells = [_fmt(row[m]["values"]) for m in METRICS]
-        lines.append(f"| {row['variant']} | {seeds} | " + " | ".join(cells) + f" | {b1} | {b32} |")
+        lines.append(f"| {row['variant']} | {size_label(row.get('train_size'))} | {seeds} | " + " | ".join(cells) + f" | {b1} | {b32} |")
     warned = [(row["variant"], w) for row in report["rows"] for w in row.get("threshold_warnings", [])]
     if warned:
         lines += ["", "Operating-point warnings (validation):", ""] + [f"- {variant}: {warning}" for variant, warning in warned]
+    lines += _comparison_lines(report)
+    curve = plot_learning_curve(report["rows"], report["comparisons"], out.with_name(out.stem + "-learning-curve.png"),
+                                full_size=_full_size(report))
+    if curve is not None:
+        lines += ["", f"![learning curve]({curve.name})"]
     lines += ["", f"![test F1 and ROC-AUC]({plot_path.name})", "", "Per-run curves (training loss and validation ROC-AUC; ROC and PR on val/test):", ""]
     for row in report["rows"]:
         if not row["runs"]:
@@ -250,6 +265,44 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, 
                 lines.append(f"- {row['variant']}: [{image}]({_relative(first / image, out.parent)})")
     out.write_text("\n".join(lines) + "\n")
     return out, json_path
+
+
+def _comparison_lines(report: dict[str, Any]) -> list[str]:
+    comps = report.get("comparisons") or []
+    if not comps:
+        return ["", "No paired comparison: it needs a baseline and another image-only variant with at least two common seeds."]
+    lines = ["", "## Paired differences against the baseline", "",
+             "Each variant minus its reference at the same seed and training-set size (the same images in the same order), "
+             "mean over the seeds with a 95 % confidence interval (paired t). **Bold**: the interval excludes 0.", "",
+             "| variant | reference | train images | seeds | Δ accuracy | Δ F1 | Δ ROC-AUC |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    keyed: dict[tuple[str, str, Any], dict[str, dict[str, Any]]] = {}
+    for c in comps:
+        keyed.setdefault((c["variant"], c["reference"], c["train_size"]), {})[c["metric"]] = c
+    for (variant, reference, size), by_metric in keyed.items():
+        cells = []
+        for metric in ("accuracy", "f1", "roc_auc"):
+            c = by_metric.get(metric)
+            if c is None:
+                cells.append("–")
+                continue
+            text = f"{c['mean'] * 100:+.1f} [{c['ci_low'] * 100:+.1f}, {c['ci_high'] * 100:+.1f}]" if metric != "roc_auc" else \
+                f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            cells.append(f"**{text}**" if c["excludes_zero"] else text)
+        n = next(iter(by_metric.values()))["n"]
+        lines.append(f"| {variant} | {reference} | {size_label(size)} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy and F1 differences in points (×100), ROC-AUC as a fraction."]
+    return lines
+
+
+def _full_size(report: dict[str, Any]) -> int | None:
+    """How many training images the full set has, read from any full-size run's metrics."""
+    for row in report["rows"]:
+        if row.get("train_size") is None and row["runs"]:
+            metrics = json.loads((Path(row["runs"][0]) / "metrics.json").read_text())
+            size = (metrics.get("data") or {}).get("sizes", {}).get("train")
+            if size:
+                return int(size)
+    return None
 
 
 def _rules(report: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from framewatch.training.config import TrainConfig
-from framewatch.training.data import Dataset, SplitData, load_dataset
+from framewatch.training.data import Dataset, SplitData, load_dataset, stratified_subset
 from framewatch.training.distributed import DDPAdapter, Placement, average_buffers, place, seed_everything
 from framewatch.training.metrics import binary_metrics, choose_threshold
 from framewatch.training.models import (
@@ -157,12 +157,20 @@ def autocast(device: torch.device) -> Any:
     return torch.autocast("cpu", enabled=False)
 
 
+# The image encoder's parameters, in the image-only and the fused network.
+ENCODER_MODULES = ("encoder.", "image_encoder.")
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; a trained text encoder gets its own, smaller lr."""
+    """AdamW over the trainable parameters: new layers at ``lr``, the image encoder at ``encoder_lr``
+    (a pretrained encoder wants a smaller step than a fresh head), a trained text encoder at ``text_lr``."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     text = [p for n, p in named if n.startswith(TEXT_MODULE + ".")]
-    other = [p for n, p in named if not n.startswith(TEXT_MODULE + ".")]
-    groups = [{"params": other, "lr": cfg.lr}] + ([{"params": text, "lr": cfg.text_lr}] if text else [])
+    encoder = [p for n, p in named if n.startswith(ENCODER_MODULES)]
+    other = [p for n, p in named if not n.startswith((TEXT_MODULE + ".", *ENCODER_MODULES))]
+    groups = [{"params": other, "lr": cfg.lr}, {"params": encoder, "lr": cfg.encoder_lr or cfg.lr}]
+    groups += [{"params": text, "lr": cfg.text_lr}] if text else []
+    groups = [group for group in groups if group["params"]]
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
@@ -300,6 +308,8 @@ class Prepared:
 
 def prepare(cfg: TrainConfig, rt: Placement, needs_text: bool) -> Prepared:
     dataset = load_dataset(cfg.data, cfg.image_size, cfg.max_bad_fraction, positive_label=cfg.positive_label)
+    if cfg.train_size is not None:  # after validation is carved: a smaller training set never shrinks val
+        dataset.splits["train"] = stratified_subset(dataset.splits["train"], cfg.train_size, cfg.seed)
     probe = build_image_encoder(cfg.image_encoder, pretrained=False)
     data_cfg = image_data_config(probe)
     preprocess = Preprocess(data_cfg["mean"], data_cfg["std"]).to(rt.device)  # type: ignore[arg-type]
@@ -341,13 +351,13 @@ def image_forward(model: ImageClassifier, prep: Prepared) -> ForwardFn:
 
 def build_fused(cfg: TrainConfig, prep: Prepared, num_classes: int, rt: Placement) -> GuidanceNetwork:
     assert prep.text is not None
-    encoder = build_image_encoder(cfg.image_encoder, cfg.pretrained)
+    encoder = build_image_encoder(cfg.image_encoder, cfg.pretrained, cfg.image_weights)
     encoder.eval()  # probing the feature map with one image must not touch BatchNorm statistics
     with torch.no_grad():
         side = int(encoder.forward_features(torch.zeros(1, 3, cfg.image_size, cfg.image_size)).shape[-1])  # type: ignore[operator]
     encoder.train()
     model = GuidanceNetwork(encoder, prep.text.hidden_size, prep.text.side, side, num_classes,
-                            FusionConfig(cfg.fusion, cfg.fusion_dim), dropout=cfg.dropout)
+                            FusionConfig(cfg.fusion, cfg.fusion_dim, cfg.spatial_match), dropout=cfg.dropout)
     if not cfg.freeze_text:
         model.add_module(TEXT_MODULE, prep.text)  # trained jointly: its parameters join the optimiser
     return model.to(rt.device)
@@ -391,7 +401,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         final_model: nn.Module
         final_forward: ForwardFn
         if cfg.mode == "baseline":
-            final_model = ImageClassifier(build_image_encoder(cfg.image_encoder, cfg.pretrained), num_classes, cfg.dropout).to(rt.device)
+            final_model = ImageClassifier(build_image_encoder(cfg.image_encoder, cfg.pretrained, cfg.image_weights), num_classes, cfg.dropout).to(rt.device)
             final_forward = image_forward(final_model, prep)
             result = run_stage("image", final_model, final_forward, ce_loss, train_split, val_split, cfg, cfg.epochs, rt, violent, ckpt, progress)
             history += result.history
@@ -425,7 +435,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             else:  # distill: a fresh image-only student, trained as long as the baseline, learns from the soft labels
                 for name, split in prep.splits.items():
                     split.teacher_probs = teacher_probs[name].float()
-                final_model = ImageClassifier(build_image_encoder(cfg.image_encoder, cfg.pretrained), num_classes, cfg.dropout).to(rt.device)
+                final_model = ImageClassifier(build_image_encoder(cfg.image_encoder, cfg.pretrained, cfg.image_weights), num_classes, cfg.dropout).to(rt.device)
                 final_forward = image_forward(final_model, prep)
                 result = run_stage("student", final_model, final_forward, distill_loss(cfg.distill_alpha, cfg.distill_temperature),
                                    train_split, val_split, cfg, cfg.epochs, rt, violent, ckpt, progress)
@@ -434,7 +444,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     metrics = evaluate(final_model, final_forward, prep, cfg, rt, violent)
     summary: dict[str, Any] = {
         "mode": cfg.mode,
-        "variant": variant_name(cfg),
+        "variant": cfg.variant or variant_name(cfg),
         "deployed_inputs": "image+text" if cfg.mode == "teacher" else "image",
         "labels": labels,
         "violent_index": violent,
@@ -443,6 +453,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "splits": metrics["splits"],
         "history": history,
         "train_seconds": round(time.monotonic() - started, 1),
+        "head_firing": metrics["head_firing"],
         "data": {"root": str(cfg.data), "sizes": {k: len(v) for k, v in prep.splits.items()}, "val_carved": prep.dataset.val_carved,
                  "bad_rows": [str(b) for b in prep.dataset.bad_rows]},
         **extra,
@@ -466,8 +477,24 @@ def evaluate(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainCon
     for warning in point.warnings:
         warnings.warn(f"operating point: {warning}", stacklevel=2)
     threshold = point.threshold
-    return {"threshold": threshold, "operating_point": point.to_json(),
+    return {"threshold": threshold, "operating_point": point.to_json(), "head_firing": head_firing(model, forward, prep, cfg, rt),
             "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()}, "scores": scores}
+
+
+def head_firing(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Placement) -> float | None:
+    """The fraction of the classifier head's hidden units that fire (ReLU > 0) on any validation frame:
+    a dead head (docs/results.md) shows as a small fraction."""
+    head = getattr(model, "head", None)
+    fc1 = getattr(head, "fc1", None)
+    if fc1 is None:
+        return None
+    fired: list[torch.Tensor] = []
+    hook = fc1.register_forward_hook(lambda _m, _i, out: fired.append((out > 0).any(dim=0).cpu()))
+    try:
+        predict(model, forward, prep.splits["val"], cfg.batch_size * 2, rt.device)
+    finally:
+        hook.remove()
+    return float(torch.stack(fired).any(dim=0).float().mean()) if fired else None
 
 
 def load_teacher_probs(teacher_dir: Path, prep: Prepared) -> dict[str, torch.Tensor]:

@@ -354,7 +354,7 @@ def decode_request(d: DecodeSettings, engine: Engine, payload: bytes, content_ty
     height, width = engine.input_size
     return DecodeRequest(
         payload=payload, content_type=content_type, width=width, height=height,
-        interpolation=engine.interpolation, sample_fps=d.sample_fps, keyframes_only=d.keyframes_only,
+        interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps, keyframes_only=d.keyframes_only,
         segment_start_ms=segment_start_ms, limits=DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds), hwaccel=d.hwaccel,
         segment_duration_ms=segment_duration_ms, strict=d.strict, truncation_tolerance_ms=d.truncation_tolerance_ms,
     )

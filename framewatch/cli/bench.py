@@ -94,7 +94,7 @@ def _add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="ARTIFACT_DIR", help="model artifact folder (framewatch export)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON output; a PNG plot is written beside it")
     parser.add_argument("--streams", type=int, default=8, help="concurrent streams (and topic partitions)")
-    parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default=None)
+    parser.add_argument("--backend", default=None, help="auto, onnxruntime, tensorrt or a plugin backend (default auto)")
     parser.add_argument("--max-batch", type=int, help="worker max batch (default from the config: 32)")
     parser.add_argument("--max-delay-ms", type=float, help="worker batch delay (default from the config: 50)")
     parser.add_argument("--decode-workers", type=int, help="decode processes (default from the config: 2)")
@@ -134,7 +134,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "pipeline", help="worker throughput and latency vs its stages alone and vs a naive worker",
         description="Start the embedded broker and Redis, encode real H.264 segments and measure in one run: decode_fps (decode pool "
         "alone), infer_fps (engine alone at max batch), e2e_fps (the worker process, Kafka backlog to Redis with commits), naive_fps "
-        "(worker/naive.py on the same backlog), p50/p99 latency from production to the last score in Redis at half the saturated rate, "
+        "(benchmarks/naive_worker.py on the same backlog), p50/p99 latency from production to the last score in Redis at half the saturated rate, "
         "and the worker's RSS. Prints a table, writes OUT and a plot of throughput by batch size (OUT with .png).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

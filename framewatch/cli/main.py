@@ -153,11 +153,15 @@ def service_error(exc: BaseException) -> str | None:
     """One line for a Redis or Kafka client error meaning "cannot reach the service", else None.
     Matched by the exception's module so the front door imports neither client."""
     names = {f"{cls.__module__}.{cls.__name__}" for cls in type(exc).__mro__}
+    if names & {"redis.exceptions.AuthenticationError", "redis.exceptions.AuthorizationError", "redis.exceptions.NoPermissionError"}:
+        return None  # reachable, but refused: a configuration mistake (explain() gives it exit 2)
     if names & {"redis.exceptions.ConnectionError", "redis.exceptions.TimeoutError", "redis.exceptions.ClusterDownError"}:
         return f"Redis is unreachable ({exc}); check --redis-url / FRAMEWATCH_REDIS__URL, or start one with `framewatch dev up`"
-    if names & {"kafka.errors.NoBrokersAvailable", "kafka.errors.KafkaConnectionError", "kafka.errors.KafkaTimeoutError"}:
+    if names & {"kafka.errors.NoBrokersAvailable", "kafka.errors.KafkaConnectionError"}:
         return (f"the Kafka broker is unreachable ({exc.__class__.__name__}: {exc}); check --bootstrap-servers / "
                 "FRAMEWATCH_KAFKA__BOOTSTRAP_SERVERS, or start one with `framewatch dev up`")
+    if "kafka.errors.KafkaTimeoutError" in names:
+        return f"the Kafka broker did not answer in time ({exc}); is the topic there, and the broker healthy?"
     return None
 
 
@@ -173,6 +177,9 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
     line = service_error(exc)
     if line is not None:
         return EXIT_UNREACHABLE, line
+    names = {f"{cls.__module__}.{cls.__name__}" for cls in type(exc).__mro__}
+    if names & {"redis.exceptions.AuthenticationError", "redis.exceptions.AuthorizationError", "redis.exceptions.NoPermissionError"}:
+        return EXIT_INPUT, f"Redis refused the credentials or the command ({exc}); check redis.username / password / ACLs"
     return None
 
 

@@ -42,10 +42,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         default = " (required)" if field.is_required() else "" if field.default is None else f" (default {field.default})"
         text = f"{field.description or ''}{default}".strip()
         if name in booleans:
-            parser.add_argument(flag, action="store_true", default=None, help=text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif typing.get_origin(field.annotation) is typing.Literal:
             parser.add_argument(flag, choices=list(typing.get_args(field.annotation)), default=None, help=text)
-        elif name in ("data", "out", "teacher"):
+        elif name in ("data", "out", "teacher", "image_weights"):
             parser.add_argument(flag, type=Path, default=None, help=text)
         else:
             annotation = str(field.annotation)
@@ -77,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{summary['variant']}: test accuracy {test.get('accuracy', float('nan')):.3f} (majority class "
           f"{test.get('majority_accuracy', float('nan')):.3f}), F1 {test.get('f1', float('nan')):.3f}, ROC-AUC "
           f"{test.get('roc_auc', float('nan')):.3f}; threshold {summary['threshold']:.3f} chosen on val by rule "
-          f"{point['rule']} {point['target']}, {summary['train_seconds']} s → {args.out}")
+          f"{point['rule']} {point['target']}, {summary['train_seconds']} s → {cfg.out}")
     for warning in point["warnings"]:
         print(f"framewatch train: warning: {warning}", file=sys.stderr)
     return 0

@@ -149,7 +149,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "and write scores to Redis; offsets are committed only after the writes. SIGTERM drains and leaves the group.",
     )
     w.add_argument("--model", type=Path, help="model artifact folder (framewatch export)")
-    w.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="default auto: TensorRT if a matching engine, else ONNX Runtime")
+    w.add_argument("--backend", help="auto (default: TensorRT if a matching engine, else ONNX Runtime), onnxruntime, tensorrt, or a plugin backend")
     w.add_argument("--topic", help="input topic (default framewatch.segments)")
     w.add_argument("--group", help="consumer group (default framewatch)")
     w.add_argument("--max-batch", type=int, help="frames per inference batch (default 32)")

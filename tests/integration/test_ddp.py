@@ -22,7 +22,7 @@ def test_torchrun_two_processes_train_one_model(tmp_path: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "framewatch.cli",
            "train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--mode", "baseline",
-           "--image-encoder", "mobileone_s0", "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--quiet"]
+           "--image-encoder", "mobileone_s0", "--no-pretrained", "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--quiet"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

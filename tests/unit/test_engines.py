@@ -292,3 +292,35 @@ def test_probe_without_tensorrt_installed_says_so(tmp_path: Path) -> None:
     manifest = make_artifact(tmp_path)
     usable, reason = trt_run.probe(tmp_path, manifest)
     assert not usable and ("TensorRT is not installed" in reason or "cuda-python" in reason or "GPU" in reason)
+
+
+def test_a_version_1_manifest_is_read_with_training_s_bilinear_resize(tmp_path: Path) -> None:
+    """Version 1 copied the encoder's pretraining filter (bicubic for EfficientNet-Lite) while training
+    resized bilinear: read as bilinear, the worker keeps decoding as before."""
+    make_artifact(tmp_path)
+    data = json.loads((tmp_path / "model.json").read_text())
+    data["format_version"] = 1
+    data["preprocessing"]["resize"] = "bicubic"
+    data.pop("reference", None)
+    (tmp_path / "model.json").write_text(json.dumps(data))
+    assert load_manifest(tmp_path).preprocessing.resize == "bilinear"
+    data["format_version"] = 3
+    (tmp_path / "model.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="reads 1, 2"):
+        load_manifest(tmp_path)
+
+
+def test_a_probe_that_raises_does_not_break_auto(tmp_path: Path) -> None:
+    from framewatch.engines import base, registry
+
+    make_artifact(tmp_path)
+
+    def broken(path: Path, m: ModelManifest) -> tuple[bool, str]:
+        raise KeyError("plugin bug")
+
+    base.register_backend("broken", priority=500, probe=broken, create=lambda *a: None)
+    try:
+        statuses = {"broken": registry._probe(registry.backends()["broken"], tmp_path, load_manifest(tmp_path, verify_hash=False))}
+        assert statuses["broken"][0] is False and "probe failed" in statuses["broken"][1]
+    finally:
+        base._REGISTRY.pop("broken")

@@ -187,10 +187,11 @@ def test_trained_text_encoder_gets_its_own_learning_rate(tiny_text: Path, tmp_pa
     text = TextEncoder(str(tiny_text), max_length=16)
     net = GuidanceNetwork(build_image_encoder("mobileone_s0"), text.hidden_size, 4, 2, 2, FusionConfig(out_channels=16))
     net.add_module(TEXT_MODULE, text)
-    cfg = TrainConfig(data=tmp_path, out=tmp_path, lr=2e-3, text_lr=2e-5)
+    cfg = TrainConfig(data=tmp_path, out=tmp_path, lr=2e-3, encoder_lr=5e-4, text_lr=2e-5)
     groups = make_optimizer(net, cfg).param_groups
-    assert [g["lr"] for g in groups] == [2e-3, 2e-5]
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in text.parameters()}
+    assert [g["lr"] for g in groups] == [2e-3, 5e-4, 2e-5]  # new layers, the image encoder, the text encoder
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in net.image_encoder.parameters()}
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in text.parameters()}
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
 
 

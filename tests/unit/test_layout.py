@@ -159,7 +159,7 @@ def test_a_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/", 1)[0] for name in names}
     assert top == {"framewatch", next(t for t in top if t.endswith(".dist-info"))}, top
-    for must in ("framewatch/worker/service.py", "framewatch/engines/registry.py", "framewatch/training/recipes/demo.yaml",
+    for must in ("framewatch/worker/service.py", "framewatch/engines/registry.py", "framewatch/training/recipes/default.yaml",
                  "framewatch/cli/main.py", "framewatch/benchmarks/pipeline.py"):
         assert must in names, must
 

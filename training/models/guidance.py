@@ -65,10 +65,13 @@ class SpatialMatch(nn.Module):
     features distributed like the encoder's, which the adapt stage then feeds it directly.
     """
 
-    def __init__(self, channels: int, in_side: int, out_side: int) -> None:
+    def __init__(self, channels: int, in_side: int, out_side: int, depthwise: bool = False) -> None:
         super().__init__()
         kernel, padding = spatial_match_geometry(in_side, out_side)
-        self.conv = nn.Conv2d(channels, channels, kernel_size=kernel, padding=padding, bias=False)
+        # depthwise: one k×k filter per channel (C·k² weights instead of C²·k²). The paper's full conv
+        # on EfficientNet-Lite0's 1280 channels costs ~5× the encoder's own multiply-adds at 96 px.
+        self.conv = nn.Conv2d(channels, channels, kernel_size=kernel, padding=padding, bias=False,
+                              groups=channels if depthwise else 1)
         self.norm = nn.BatchNorm2d(channels)
         self.out_side = out_side
 
@@ -81,6 +84,7 @@ class SpatialMatch(nn.Module):
 class FusionConfig:
     variant: FusionVariant = "paper"
     out_channels: int | None = None  # None: half the image channels (1024 for MobileOne-S4)
+    spatial_match: Literal["conv", "depthwise"] = "conv"  # the paper's full conv, or one filter per channel
 
 
 def build_fusion(in_channels: int, image_channels: int, cfg: FusionConfig) -> tuple[nn.Sequential, int]:
@@ -143,17 +147,27 @@ class AttentionPool(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool → Linear → ReLU → Linear: the same head for baseline and deployment."""
+    """Global average pool → LayerNorm → Linear → ReLU → Linear: the same head for baseline and deployment.
+
+    The LayerNorm is the fix for a head whose ReLUs died: the encoder's pooled output is non-negative
+    (it ends in an activation), so every hidden unit saw inputs of one sign, and AdamW pushed most
+    units below zero for every frame (0.4–21 % of the 512 ever fired on validation, docs/results.md).
+    Normalised per frame, the pooled features are centred and scaled, about half of each unit's inputs
+    push either way, and the units keep firing (measured: ``head_firing`` in metrics.json)."""
 
     def __init__(self, channels: int, num_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(channels)
         self.fc1 = nn.Linear(channels, channels // 2)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(channels // 2, num_classes)
 
+    def hidden(self, features: torch.Tensor) -> torch.Tensor:
+        """The hidden units' activations (after ReLU) for a feature map: for the firing diagnostic."""
+        return F.relu(self.fc1(self.norm(features.mean(dim=(2, 3)))))
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = features.mean(dim=(2, 3))
-        out: torch.Tensor = self.fc2(self.drop(F.relu(self.fc1(pooled))))
+        out: torch.Tensor = self.fc2(self.drop(self.hidden(features)))
         return out
 
 
@@ -181,8 +195,9 @@ class GuidanceNetwork(nn.Module):
         channels = int(image_encoder.num_features)  # type: ignore[arg-type]
         self.image_encoder = image_encoder
         self.side = text_side
-        self.spatial_match = SpatialMatch(channels, image_side, text_side)
-        self.fusion, fused_dim = build_fusion(channels + text_hidden, channels, fusion or FusionConfig())
+        fusion = fusion or FusionConfig()
+        self.spatial_match = SpatialMatch(channels, image_side, text_side, depthwise=fusion.spatial_match == "depthwise")
+        self.fusion, fused_dim = build_fusion(channels + text_hidden, channels, fusion)
         self.attention = AttentionPool(text_side, fused_dim, heads)
         self.head = ClassifierHead(channels, num_classes, dropout)
 
