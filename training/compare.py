@@ -32,6 +32,17 @@ def paired_difference(ours: dict[Any, float], reference: dict[Any, float], confi
             "excludes_zero": (mean - half > 0) or (mean + half < 0), "differences": diffs}
 
 
+# What two variants must share to be paired: everything but what makes them different variants
+# (mode, epochs, text and fusion settings, distillation).
+PAIR_FIELDS = ("data", "image_encoder", "image_size", "pretrained", "image_weights", "batch_size", "lr", "encoder_lr", "weight_decay",
+               "warmup_fraction", "grad_clip", "dropout", "max_bad_fraction", "threshold_rule", "threshold_target", "positive_label",
+               "train_size")
+
+
+def pair_setup(setup: dict[str, Any]) -> dict[str, Any]:
+    return {name: setup.get(name) for name in PAIR_FIELDS}
+
+
 def is_reference(variant: str) -> bool:
     """Baselines are the references: the plain one and any control (e.g. "baseline (step-matched)")."""
     return variant == "baseline" or variant.startswith("baseline (")
@@ -44,6 +55,8 @@ def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:
             if row is ref or row.get("deployed_inputs") != "image" or not row.get("by_seed") or row.get("train_size") != ref.get("train_size"):
                 continue
+            if row.get("pair_setup") != ref.get("pair_setup"):
+                continue  # not the same images, encoder or optimiser: a difference would not be the variant's
             if is_reference(row["variant"]) and not is_reference(ref["variant"]):
                 continue
             if is_reference(row["variant"]) and ref["variant"] != "baseline":

@@ -67,7 +67,7 @@ class TrainConfig(BaseModel):
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(10, ge=1, description="early stopping: epochs without a better val ROC-AUC")
-    seed: int = Field(0)
+    seed: int = Field(0, ge=0)
     train_size: int | None = Field(None, ge=2, description="train on this many training images, a stratified subset drawn by the seed "
                                    "(the same images for every variant at one seed: a learning curve)")
     variant: str | None = Field(None, description="the run's name in reports (default: from the mode); e.g. a step-matched baseline")
@@ -91,9 +91,17 @@ class TrainConfig(BaseModel):
         if uses_text and math.isqrt(self.text_max_length) ** 2 != self.text_max_length:
             raise ValueError(f"text_max_length {self.text_max_length} is not a square number (the text map is √n × √n tokens; "
                              "121 → 11×11)")
-        if self.image_weights is not None and self.pretrained:
-            raise ValueError("give pretrained or image_weights, not both")
+        if self.teacher is not None and self.mode != "distill":
+            raise ValueError(f"teacher is only used by mode distill, not {self.mode}")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weights_file_wins(cls, data: Any) -> Any:
+        """A weights file replaces the pretrained weights (pretrained is on by default)."""
+        if isinstance(data, dict) and data.get("image_weights") is not None:
+            data = {**data, "pretrained": False}
+        return data
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())

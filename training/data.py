@@ -291,9 +291,11 @@ def stratified_subset(split: SplitData, size: int, seed: int) -> SplitData:
         return split
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     classes, counts = np.unique(split.labels, return_counts=True)
-    want = np.maximum(1, np.round(counts / counts.sum() * size)).astype(int)
+    want = np.minimum(counts, np.maximum(1, np.round(counts / counts.sum() * size))).astype(int)
     while want.sum() > size:
         want[np.argmax(want)] -= 1
+    while want.sum() < size:  # rounding down left rows: give them to the class with the most to spare
+        want[np.argmax(counts - want)] += 1
     chosen = np.concatenate([rng.choice(np.flatnonzero(split.labels == c), n, replace=False) for c, n in zip(classes, want, strict=True)])
     return split.subset(np.sort(chosen), split.name)
 

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from framewatch.errors import FrameWatchError
-from framewatch.training.compare import plot_learning_curve, size_label
+from framewatch.training.compare import pair_setup, plot_learning_curve, size_label
 
 METRICS = ("precision", "recall", "accuracy", "majority_accuracy", "f1", "roc_auc")
 # Runs averaged in one row must agree on these (a row is one setup over several seeds).
-SETUP_FIELDS = ("image_encoder", "image_size", "pretrained", "image_weights", "encoder_lr", "train_size", "epochs", "adapt_epochs", "adapt_head_epochs", "batch_size", "lr",
+SETUP_FIELDS = ("mode", "spatial_match", "max_bad_fraction", "image_encoder", "image_size", "pretrained", "image_weights", "encoder_lr", "train_size", "epochs", "adapt_epochs", "adapt_head_epochs", "batch_size", "lr",
                 "text_lr", "patience", "warmup_fraction", "grad_clip", "text_encoder", "text_max_length", "freeze_text", "fusion",
                 "fusion_dim", "dropout", "weight_decay", "threshold_rule", "threshold_target", "positive_label", "distill_alpha",
                 "distill_temperature", "teacher", "data")
@@ -78,10 +78,15 @@ def _setup(config: dict[str, Any]) -> dict[str, Any]:
     from framewatch.training.metrics import DEFAULT_RULE, DEFAULT_TARGETS
 
     setup = {name: config.get(name) for name in SETUP_FIELDS}
-    for name in ("data", "teacher"):
+    for name in ("data", "image_weights"):
         value = setup[name]
         if value is not None:
             setup[name] = str(Path(str(value)).resolve())
+    # Each seed's distill run learns from that seed's own teacher run (training checks the seed and
+    # size match): one setup says whether a teacher run was given, not which.
+    setup["teacher"] = "a teacher run" if setup["teacher"] is not None else None
+    if setup["encoder_lr"] is None:
+        setup["encoder_lr"] = setup["lr"]  # not given is the same lr
     rule = setup["threshold_rule"] or DEFAULT_RULE
     if setup["threshold_target"] is None and rule in DEFAULT_TARGETS:
         setup["threshold_target"] = DEFAULT_TARGETS[rule]  # the default stated or not is one setup
@@ -132,6 +137,7 @@ def collect(run_dirs: list[Path], measure: bool = True, trivial: bool = False) -
         row["by_seed"] = {name: {r["config"].get("seed"): float(r["metrics"]["splits"]["test"][name]) for r in runs
                                  if name in r["metrics"]["splits"].get("test", {})} for name in METRICS}
         row["head_firing"] = [r["metrics"].get("head_firing") for r in runs]
+        row["pair_setup"] = pair_setup(_setup(runs[0]["config"]))
         row["train_seconds"] = [r["metrics"].get("train_seconds") for r in runs]
         if measure and row["deployed_inputs"] == "image" and (Path(runs[0]["run"]) / "model.pt").exists():
             row["latency"] = measure_latency(Path(runs[0]["run"]))
@@ -178,7 +184,7 @@ def _trivial_row(groups: dict[tuple[str, int | None], list[dict[str, Any]]]) -> 
 def _teacher_setup(config: dict[str, Any]) -> dict[str, Any]:
     # What makes a teacher stage the same model: everything but the adapt stage's settings.
     setup = _setup(config)
-    for name in ("adapt_epochs", "adapt_head_epochs", "distill_alpha", "distill_temperature"):
+    for name in ("mode", "adapt_epochs", "adapt_head_epochs", "distill_alpha", "distill_temperature"):
         setup.pop(name, None)
     return setup
 
@@ -206,7 +212,7 @@ def plot_summary(report: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
 
     rows = report["rows"]
-    labels = [r["variant"] for r in rows]
+    labels = [r["variant"] + (f" (n={r['train_size']})" if r.get("train_size") else "") for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
     for offset, metric in ((-0.2, "f1"), (0.2, "roc_auc")):
@@ -273,7 +279,10 @@ def _comparison_lines(report: dict[str, Any]) -> list[str]:
         return ["", "No paired comparison: it needs a baseline and another image-only variant with at least two common seeds."]
     lines = ["", "## Paired differences against the baseline", "",
              "Each variant minus its reference at the same seed and training-set size (the same images in the same order), "
-             "mean over the seeds with a 95 % confidence interval (paired t). **Bold**: the interval excludes 0.", "",
+             "mean over the seeds with a 95 % confidence interval (paired t). **Bold**: the interval excludes 0. Each interval "
+             "is 95 % on its own: among many cells, about one in twenty of true zeros is bold by chance, so read a pattern "
+             "across sizes and metrics, not one cell. Only runs of one setup are paired (data, encoder, image size, "
+             "pretraining, batch, learning rates: `training/compare.py` PAIR_FIELDS).", "",
              "| variant | reference | train images | seeds | Δ accuracy | Δ F1 | Δ ROC-AUC |", "| --- | --- | --- | --- | --- | --- | --- |"]
     keyed: dict[tuple[str, str, Any], dict[str, dict[str, Any]]] = {}
     for c in comps:

@@ -67,5 +67,9 @@ def load_image_classifier(run_dir: Path) -> tuple[ImageClassifier, dict[str, Any
     if payload["kind"] != "image-classifier":
         raise RunError(f"{run_dir} is a {payload['kind']} run: it needs text at inference and cannot be deployed image-only")
     model = ImageClassifier(build_image_encoder(payload["image_encoder"], False), payload["num_classes"], payload.get("dropout", 0.1))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise RunError(f"{run_dir} was trained by another framewatch version (its model does not fit this one's: "
+                       f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}); train it again") from None
     return model.eval(), payload

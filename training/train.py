@@ -407,7 +407,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             history += result.history
         else:
             if cfg.mode == "distill" and cfg.teacher is not None:
-                teacher_probs = load_teacher_probs(cfg.teacher, prep)
+                teacher_probs = load_teacher_probs(cfg.teacher, prep, cfg)
             else:
                 fused = build_fused(cfg, prep, num_classes, rt)
                 fused_fw = fused_forward(fused, prep)
@@ -481,28 +481,45 @@ def evaluate(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainCon
             "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()}, "scores": scores}
 
 
-def head_firing(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Placement) -> float | None:
-    """The fraction of the classifier head's hidden units that fire (ReLU > 0) on any validation frame:
-    a dead head (docs/results.md) shows as a small fraction."""
+def head_firing(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Placement) -> dict[str, float] | None:
+    """How alive the classifier head's hidden units are on the validation frames: ``any``, the fraction
+    that fire (ReLU > 0) on at least one frame (a dead head, docs/results.md, shows as a small one), and
+    ``per_frame``, the mean fraction firing on a frame."""
     head = getattr(model, "head", None)
     fc1 = getattr(head, "fc1", None)
     if fc1 is None:
         return None
     fired: list[torch.Tensor] = []
-    hook = fc1.register_forward_hook(lambda _m, _i, out: fired.append((out > 0).any(dim=0).cpu()))
+    per_frame: list[torch.Tensor] = []
+
+    def record(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+        fired.append((out > 0).any(dim=0).cpu())
+        per_frame.append((out > 0).float().mean(dim=1).cpu())
+
+    hook = fc1.register_forward_hook(record)
     try:
         predict(model, forward, prep.splits["val"], cfg.batch_size * 2, rt.device)
     finally:
         hook.remove()
-    return float(torch.stack(fired).any(dim=0).float().mean()) if fired else None
+    if not fired:
+        return None
+    return {"any": float(torch.stack(fired).any(dim=0).float().mean()), "per_frame": float(torch.cat(per_frame).mean())}
 
 
-def load_teacher_probs(teacher_dir: Path, prep: Prepared) -> dict[str, torch.Tensor]:
+def load_teacher_probs(teacher_dir: Path, prep: Prepared, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """Soft labels written by a teacher or guidance run (teacher_probs.pt)."""
     path = teacher_dir / "teacher_probs.pt"
     if not path.exists():
         raise RunError(f"{path} is missing: --teacher must name a finished teacher or guidance run")
     probs: dict[str, torch.Tensor] = torch.load(path, weights_only=True)
+    teacher_config = teacher_dir / "config.json"
+    if teacher_config.exists():
+        # Same length is not same images: a train-size subset is drawn by the seed.
+        theirs = json.loads(teacher_config.read_text())
+        for key in ("seed", "train_size"):
+            if theirs.get(key) != getattr(cfg, key):
+                raise RunError(f"teacher run {teacher_dir} has {key} {theirs.get(key)}, this run {getattr(cfg, key)}: "
+                               "its soft labels belong to other images")
     for name, split in prep.splits.items():
         if name not in probs or len(probs[name]) != len(split):
             raise RunError(f"teacher run {teacher_dir} was trained on other data: split {name} does not match")

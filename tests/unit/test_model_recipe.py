@@ -67,6 +67,10 @@ def test_image_weights_load_strictly_or_name_the_keys(tmp_path: Path) -> None:
         build_image_encoder("mobileone_s0", weights=tmp_path / "partial.pt")
     with pytest.raises(WeightsError, match="does not exist"):
         build_image_encoder("mobileone_s0", weights=tmp_path / "nope.pt")
+    # a lukemelas EfficientNet file of another model: the error says so, no IndexError
+    from framewatch.training.models.weights import packaged_file
+    with pytest.raises(WeightsError, match="lukemelas"):
+        build_image_encoder("mobileone_s0", weights=packaged_file("efficientnet_lite0"))
 
 
 def test_the_head_keeps_firing_on_non_negative_features() -> None:
@@ -133,6 +137,8 @@ def test_stratified_subset_is_drawn_by_the_seed_and_keeps_the_classes() -> None:
     assert a.files == b.files and a.files != c.files
     assert len(a) == 20 and (a.labels == 0).sum() == 12 and (a.labels == 1).sum() == 8
     assert stratified_subset(split, 500, 0) is split
+    even = SplitData("train", np.zeros((400, 4, 4, 3), np.uint8), ["t"] * 400, np.array([0, 1] * 200), [f"{i}.png" for i in range(400)])
+    assert len(stratified_subset(even, 5, 0)) == 5  # rounding never loses a row
 
 
 def test_the_default_recipe_is_the_schema_s_defaults() -> None:
@@ -151,10 +157,10 @@ def test_report_pairs_seeds_per_size_and_draws_the_learning_curve(tmp_path: Path
 
     from framewatch.training.report import write_report
 
-    def run(variant: str, mode: str, size: int | None, seed: int, acc: float, epochs: int = 4) -> Path:
+    def run(variant: str, mode: str, size: int | None, seed: int, acc: float, epochs: int = 4, **extra: object) -> Path:
         folder = tmp_path / f"{variant}-{size}-{seed}".replace(" ", "_")
         folder.mkdir()
-        config = {"mode": mode, "seed": seed, "train_size": size, "epochs": epochs, "data": str(tmp_path), "image_size": 96}
+        config = {"mode": mode, "seed": seed, "train_size": size, "epochs": epochs, "data": str(tmp_path), "image_size": 96, **extra}
         test = {"accuracy": acc, "f1": acc - 0.01, "roc_auc": acc + 0.05, "precision": acc, "recall": acc, "majority_accuracy": 0.5}
         metrics = {"variant": variant, "mode": mode, "deployed_inputs": "image", "splits": {"test": test},
                    "data": {"sizes": {"train": 400}}, "head_firing": 1.0, "train_seconds": 1.0}
@@ -169,6 +175,10 @@ def test_report_pairs_seeds_per_size_and_draws_the_learning_curve(tmp_path: Path
             runs.append(run("baseline", "baseline", size, seed, base))
             runs.append(run("guidance (text frozen)", "guidance", size, seed, base + (0.03 if size == 50 else 0.0) + 0.001 * seed))
             runs.append(run("baseline (step-matched)", "baseline", size, seed, base + 0.01 * (seed % 2), epochs=8))
+            # each seed's distill learns from its own teacher run: one row all the same
+            runs.append(run("distill", "distill", size, seed, base, teacher=str(tmp_path / f"guidance-{seed}")))
+            # another data set: a row of its own, never paired with this data's baseline
+            runs.append(run("elsewhere", "guidance", size, seed, base + 0.2, data=str(tmp_path / "other")))
     md, js = write_report(runs, tmp_path / "out" / "report.md", measure_latency=False, trivial=False)
     report = json.loads(js.read_text())
     by = {(c["variant"], c["reference"], c["train_size"], c["metric"]): c for c in report["comparisons"]}
@@ -177,6 +187,8 @@ def test_report_pairs_seeds_per_size_and_draws_the_learning_curve(tmp_path: Path
     full = by[("guidance (text frozen)", "baseline", None, "accuracy")]
     assert full["mean"] == pytest.approx(0.0015) and full["ci_low"] < full["mean"] < full["ci_high"]
     assert ("guidance (text frozen)", "baseline (step-matched)", 50, "accuracy") in by
+    assert ("distill", "baseline", None, "accuracy") in by
+    assert not any(key[0] == "elsewhere" for key in by)
     text = md.read_text()
     assert "Paired differences against the baseline" in text
     assert "| guidance (text frozen) | baseline | 50 | 4 | **+3." in text  # bold: the interval excludes 0

@@ -102,8 +102,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_into(encoder: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load strictly; head keys are dropped (the encoder has none). A mismatch is a WeightsError
     that names the missing and unexpected keys."""
-    if any(key.startswith("_conv_stem") for key in state) and hasattr(encoder, "blocks"):
-        state = lukemelas_to_timm(state, encoder)
+    if any(key.startswith("_conv_stem") for key in state):
+        try:
+            state = lukemelas_to_timm(state, encoder)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            raise WeightsError(f"{source} is a lukemelas EfficientNet file that does not fit {encoder.__class__.__name__} "
+                               f"({exc.__class__.__name__}: {exc}); is it another EfficientNet size?") from None
     own = set(encoder.state_dict())
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if k in own or not k.startswith(HEAD_PREFIXES)}
