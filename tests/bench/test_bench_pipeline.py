@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from framewatch.benchmarks.pipeline import PacedResult, SoakOptions, Timeline, soak_report
+from framewatch.benchmarks.pipeline import PacedResult, Timeline
+from framewatch.benchmarks.soak import SoakOptions, soak_report
 from framewatch.config import FrameWatchSettings
 
 PIPELINE_FIELDS = {"decode_fps", "infer_fps", "e2e_fps", "naive_fps", "p50_latency_ms", "p99_latency_ms", "rss_mb", "machine", "backend",
