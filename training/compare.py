@@ -82,6 +82,8 @@ def plot_learning_curve(rows: list[dict[str, Any]], comps: list[dict[str, Any]],
     if len(sizes) < 2:
         return None
     plt = pyplot()
+    from matplotlib.ticker import NullLocator
+
     known = [s for s in sizes if s is not None]
     x_of: dict[int | None, float] = {s: float(s) for s in known}
     if None in sizes:  # "all": at its real size when a run said it, else one step past the largest subset
@@ -102,6 +104,7 @@ def plot_learning_curve(rows: list[dict[str, Any]], comps: list[dict[str, Any]],
                 xs, ms, hs = zip(*pts, strict=True)
                 ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, label=variant)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticks([x_of[s] for s in sizes], [size_label(s) if s is not None else f"all ({x_of[s]:.0f})" for s in sizes])
         ax.set(xlabel="training images", ylabel=f"test {metric.replace('_', '-')}", title=f"test {metric.replace('_', '-')}: mean, 95 % CI over seeds")
         ax.grid(alpha=0.3)
@@ -115,7 +118,8 @@ def plot_learning_curve(rows: list[dict[str, Any]], comps: list[dict[str, Any]],
                     marker="o", capsize=3, label=f"{variant} − baseline")
     ax.axhline(0, color="grey", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xticks([x_of[s] for s in sizes], [size_label(s) for s in sizes])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks([x_of[s] for s in sizes], [size_label(s) if s is not None else f"all ({x_of[s]:.0f})" for s in sizes])
     ax.set(xlabel="training images", ylabel="accuracy difference, points", title="paired difference vs baseline, 95 % CI")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
