@@ -67,7 +67,7 @@ def test_every_mode_trains_evaluates_and_reports(tiny: dict[str, Path]) -> None:
     assert 0.0 <= trivial["roc_auc"]["mean"] <= 1.0 and "colour statistics (trivial)" in md.read_text()
     baseline_row = report["rows"][0]
     assert baseline_row["latency"]["batch1_ms_per_image"] > 0 and baseline_row["latency"]["batch32_ms_per_image"] > 0
-    assert "| baseline | 0 |" in md.read_text() and (tiny["root"] / "report.png").exists()
+    assert "| baseline | all | 0 |" in md.read_text() and (tiny["root"] / "report.png").exists()
     # The adapt stage's deployed model is the baseline's architecture and size.
     deployed, _ = load_image_classifier(runs["guidance"].out)
     baseline, _ = load_image_classifier(runs["baseline"].out)
@@ -144,9 +144,11 @@ def test_train_config_recipe_flags_win_and_errors_name_fields(tmp_path: Path) ->
     (tmp_path / "r.yaml").write_text("image_encoder: mobileone_s0\nepochs: 3\nlr: 0.001\n")
     cfg = resolve(tmp_path / "r.yaml", data=tmp_path, out=tmp_path / "run", epochs=5, lr=None)
     assert cfg.image_encoder == "mobileone_s0" and cfg.epochs == 5 and cfg.lr == 0.001
-    assert resolve("demo", data=tmp_path, out=tmp_path).image_size == 64  # a shipped recipe by name
+    assert resolve("paper", data=tmp_path, out=tmp_path).image_size == 224  # a shipped recipe by name
     (tmp_path / "bad.yaml").write_text("epochs: 0\nimage_encodr: x\n")
     with pytest.raises(TrainConfigError) as info:
         resolve(tmp_path / "bad.yaml", data=tmp_path, out=tmp_path, text_max_length=20)
     message = str(info.value)
-    assert "epochs = 0 (recipe" in message and "image_encodr" in message and "text_max_length 20 is not a square number" in message
+    assert "epochs = 0 (recipe" in message and "image_encodr" in message
+    with pytest.raises(TrainConfigError, match="text_max_length 20 is not a square number"):  # a rule across fields
+        resolve(None, data=tmp_path, out=tmp_path, text_max_length=20)
