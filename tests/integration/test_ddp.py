@@ -15,6 +15,7 @@ from framewatch.training.synth import write_dataset
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # 28 s: two processes train; `make test-slow`
 def test_torchrun_two_processes_train_one_model(tmp_path: Path) -> None:
     # 35 samples over 2 ranks at batch 16: unpadded, rank 0 would take 2 steps and rank 1 one (its
     # second batch a single sample, dropped), and the ranks would wait on each other forever.

@@ -128,7 +128,7 @@ def test_export_folds_preprocessing_and_matches_pytorch(tiny: dict[str, Path]) -
     frames, expected = reference_frames(moved, load_manifest(moved))
     with torch.no_grad():
         again = model(Preprocess(payload["mean"], payload["std"])(torch.from_numpy(frames))).softmax(-1).numpy()
-    assert np.abs(again - expected).max() <= 1e-5, "the stored probabilities are the trained model's"
+    assert np.abs(again - expected).max() <= PARITY_TOLERANCE, "the stored probabilities are the trained model's (batch-size numerics apart)"
     checked = check_engine(moved, "onnxruntime", batch_sizes=(1, 4), repeats=2)
     assert checked["max_abs_diff_vs_reference"] <= PARITY_TOLERANCE and checked["agreement_at_threshold"] == 1.0
     # A changed reference file is caught like a changed graph (by the check; the worker never reads it).

@@ -42,6 +42,7 @@ def test_pretrained_encoder_builds_offline_with_the_packaged_weights() -> None:
     assert not torch.equal(build_image_encoder("efficientnet_lite0").state_dict()["conv_stem.weight"], stem)
 
 
+@pytest.mark.slow  # 38 s: builds four encoders; `make test-slow`
 def test_image_weights_load_strictly_or_name_the_keys(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
