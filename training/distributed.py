@@ -28,8 +28,8 @@ class Placement:
 
 def place(requested: str) -> Placement:
     if os.environ.get("FRAMEWATCH_CPU_ONEDNN", "1") == "0":
-        # An escape hatch: oneDNN off (much slower). The heap corruption it was added for came from
-        # channels-last input to oneDNN's backward, fixed in Preprocess (docs/training.md).
+        # An escape hatch: oneDNN off (8-10x slower). The heap corruption it was added for comes from
+        # oneDNN's channels-last convolution backward, avoided by NCHW batches (Preprocess).
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -21,7 +21,9 @@ class Preprocess(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         # contiguous(): the permuted NHWC batch has channels-last strides, and torch 2.14.1's CPU
         # oneDNN convolution backward on such input corrupts the heap ("double free", "invalid
-        # pointer", SIGSEGV within the first steps: MobileOne-S0, 64 px, batch 16). In the ONNX
-        # graph this is a no-op.
+        # pointer", SIGSEGV within the first steps: MobileOne-S0, 64 px, batch 16). The fault is in
+        # oneDNN's channels-last 1x1 weight-gradient kernel, not the permute as such: converting the
+        # model to channels_last too crashed 3 of 3 runs. Never train in channels_last on the CPU
+        # with this torch (docs/training.md). In the ONNX graph this is a no-op.
         x = pixels.permute(0, 3, 1, 2).contiguous().float()
         return (x - self.mean) / self.std
