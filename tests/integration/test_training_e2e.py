@@ -74,6 +74,7 @@ def test_every_mode_trains_evaluates_and_reports(tiny: dict[str, Path]) -> None:
     assert sum(p.numel() for p in deployed.parameters()) == sum(p.numel() for p in baseline.parameters())
 
 
+@pytest.mark.slow  # 23 s; `make test-slow`
 def test_resume_continues_from_the_checkpoint(tiny: dict[str, Path]) -> None:
     first = _cfg(tiny, "resume", mode="baseline")
     train(first)

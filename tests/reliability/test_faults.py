@@ -57,6 +57,7 @@ def check_streams(client: redis.Redis, sandbox: Sandbox, streams: list[str], exp
     return duplicates
 
 
+@pytest.mark.slow  # 47 s; `make test-reliability` runs it (in full), `make test` the single-kill tests
 def test_random_sigkills_in_a_group_of_three_lose_nothing(sandbox: Sandbox, exported_model: Path, tmp_path: Path) -> None:
     kills = 5 if FULL else 2
     streams = [f"k{i}" for i in range(sandbox.partitions * 2)]
@@ -198,6 +199,7 @@ def test_broker_outage_not_ready_no_crash_loop_then_resumes(services: DevService
     assert logs.count('"worker started"') == 1, "the worker restarted"
 
 
+@pytest.mark.slow  # 22 s; `make test-slow` and `make test-reliability`
 def test_engine_slower_than_the_poll_interval_is_not_evicted(sandbox: Sandbox, exported_model: Path, tmp_path: Path) -> None:
     """Each batch takes 8 s in the engine, longer than max.poll.interval.ms (7 s): polling goes on."""
     client = redis.Redis.from_url(sandbox.redis_url)
