@@ -19,6 +19,7 @@ One process on a CPU, or many under ``torchrun`` (DDP): the same code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -466,44 +467,53 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def evaluate(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Placement, violent: int) -> dict[str, Any]:
-    """The operating point from val (``cfg.threshold_rule``), then metrics on every split at it."""
+    """The operating point from val (``cfg.threshold_rule``), then metrics on every split at it; the
+    head's firing is recorded during the same pass over val."""
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    firing = None
     for name in ("val", "test"):
         if name in prep.splits:
-            probs, _ = predict(model, forward, prep.splits[name], cfg.batch_size * 2, rt.device)
+            with HeadFiring(model) if name == "val" else contextlib.nullcontext() as recorder:
+                probs, _ = predict(model, forward, prep.splits[name], cfg.batch_size * 2, rt.device)
+            firing = recorder.result() if recorder is not None else firing
             labels = (prep.splits[name].labels.numpy() == violent).astype(np.int64)
             scores[name] = (labels, probs[:, violent])
     point = choose_threshold(*scores["val"], rule=cfg.threshold_rule, target=cfg.threshold_target)
     for warning in point.warnings:
         warnings.warn(f"operating point: {warning}", stacklevel=2)
     threshold = point.threshold
-    return {"threshold": threshold, "operating_point": point.to_json(), "head_firing": head_firing(model, forward, prep, cfg, rt),
+    return {"threshold": threshold, "operating_point": point.to_json(), "head_firing": firing,
             "splits": {n: binary_metrics(lab, sc, threshold) for n, (lab, sc) in scores.items()}, "scores": scores}
 
 
-def head_firing(model: nn.Module, forward: ForwardFn, prep: Prepared, cfg: TrainConfig, rt: Placement) -> dict[str, float] | None:
-    """How alive the classifier head's hidden units are on the validation frames: ``any``, the fraction
-    that fire (ReLU > 0) on at least one frame (a dead head, docs/results.md, shows as a small one), and
-    ``per_frame``, the mean fraction firing on a frame."""
-    head = getattr(model, "head", None)
-    fc1 = getattr(head, "fc1", None)
-    if fc1 is None:
-        return None
-    fired: list[torch.Tensor] = []
-    per_frame: list[torch.Tensor] = []
+class HeadFiring:
+    """How alive the classifier head's hidden units are on the frames run while it is entered: ``any``,
+    the fraction that fire (ReLU > 0) on at least one frame (a dead head, docs/results.md, shows as a
+    small one), and ``per_frame``, the mean fraction firing on a frame. None without a ``head.fc1``."""
 
-    def record(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-        fired.append((out > 0).any(dim=0).cpu())
-        per_frame.append((out > 0).float().mean(dim=1).cpu())
+    def __init__(self, model: nn.Module) -> None:
+        self.fc1 = getattr(getattr(model, "head", None), "fc1", None)
+        self.fired: list[torch.Tensor] = []
+        self.per_frame: list[torch.Tensor] = []
+        self.hook: Any = None
 
-    hook = fc1.register_forward_hook(record)
-    try:
-        predict(model, forward, prep.splits["val"], cfg.batch_size * 2, rt.device)
-    finally:
-        hook.remove()
-    if not fired:
-        return None
-    return {"any": float(torch.stack(fired).any(dim=0).float().mean()), "per_frame": float(torch.cat(per_frame).mean())}
+    def _record(self, _m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+        self.fired.append((out > 0).any(dim=0).cpu())
+        self.per_frame.append((out > 0).float().mean(dim=1).cpu())
+
+    def __enter__(self) -> HeadFiring:
+        if self.fc1 is not None:
+            self.hook = self.fc1.register_forward_hook(self._record)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+
+    def result(self) -> dict[str, float] | None:
+        if not self.fired:
+            return None
+        return {"any": float(torch.stack(self.fired).any(dim=0).float().mean()), "per_frame": float(torch.cat(self.per_frame).mean())}
 
 
 def load_teacher_probs(teacher_dir: Path, prep: Prepared, cfg: TrainConfig) -> dict[str, torch.Tensor]:
