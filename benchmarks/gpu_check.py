@@ -2,9 +2,11 @@
 
     python -m framewatch.benchmarks.gpu_check --out gpu_check.json
 
-Steps, each reported as VERIFIED, FAILED or NOT VERIFIED (with the reason):
+Steps, each reported as VERIFIED, FAILED or NOT VERIFIED (with the reason); every value a step
+prints as checked is computed from what the GPU did, never written in:
 
-1. the GPU as cuda.bindings reports it, and the TensorRT support matrix for it;
+1. the GPU as cuda.bindings reports it, the versions in use (TensorRT, the CUDA runtime library
+   and cuda-python's own build version, the driver, GPU model) and the TensorRT support matrix;
 2. the cuda-python path of the TensorRT backend without TensorRT: pinned host buffers,
    device buffers, async copies on a stream, round-tripping real bytes;
 3. training on CUDA (bf16 autocast): a guidance run (fused stage + adapt) and a baseline on
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 RESULTS: list[dict[str, Any]] = []
+VERSIONS: dict[str, Any] = {}
 
 
 def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
@@ -46,10 +49,37 @@ def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
     return detail if status == "VERIFIED" else None
 
 
-def gpu_and_matrix() -> dict[str, Any]:
+def versions(cudart: Any, runtime: tuple[tuple[int, int] | None, str] | None = None) -> dict[str, Any]:
+    """What this run actually used: the GPU, CUDA runtime library (and where it was read), the CUDA
+    version cuda-python was built for (reported apart: it is not the runtime's), the driver,
+    cuda-python, TensorRT, ONNX Runtime and torch where installed."""
+    import importlib.metadata
+
+    from framewatch.engines.tensorrt_platform import cuda_python_version, query_gpu
+
+    gpu = query_gpu(cudart, 0, runtime)
+    err, bindings_build = cudart.cudaRuntimeGetVersion()
+    found: dict[str, Any] = {
+        "gpu": gpu.name, "compute_capability": f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}",
+        "cuda_runtime": gpu.cuda_runtime_version, "cuda_runtime_source": gpu.cuda_runtime_source,
+        "cuda_python_built_for": (bindings_build // 1000, bindings_build % 1000 // 10) if int(err) == 0 else None,
+        "driver_cuda_version": gpu.driver_cuda_version, "driver_release": gpu.driver_release,
+        "cuda_python": cuda_python_version(),
+    }
+    for name in ("tensorrt", "onnxruntime", "onnxruntime-gpu", "torch", "av"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def gpu_and_matrix(cudart: Any = None, runtime: tuple[tuple[int, int] | None, str] | None = None) -> dict[str, Any]:
     from framewatch.engines.tensorrt_platform import check_support, import_cudart, query_gpu
 
-    gpu = query_gpu(import_cudart())
+    cudart = cudart or import_cudart()
+    VERSIONS.update(versions(cudart, runtime))
+    gpu = query_gpu(cudart, 0, runtime)
     matrix = {}
     for version in ("10.0.1", "10.4.0", "10.5.0", "10.13.0", "11.0.0"):
         try:
@@ -57,18 +87,22 @@ def gpu_and_matrix() -> dict[str, Any]:
             matrix[version] = "supported"
         except Exception as exc:
             matrix[version] = f"refused: {exc}"
-    return {"gpu": gpu.name, "compute_capability": gpu.compute_capability, "cuda_runtime": gpu.cuda_runtime_version, "tensorrt_matrix": matrix}
+    return {**VERSIONS, "tensorrt_matrix": matrix}
 
 
-def cuda_python_roundtrip() -> dict[str, Any]:
+def cuda_python_roundtrip(cudart: Any = None, size: int = 8 << 20) -> dict[str, Any]:
     from framewatch.engines.tensorrt_platform import import_cudart
     from framewatch.engines.tensorrt_runtime import PinnedBuffers
 
-    size = 8 << 20
-    buffers = PinnedBuffers(import_cudart(), size, size)
+    buffers = PinnedBuffers(cudart or import_cudart(), size, size)
     try:
+        handle = buffers.stream_handle
+        if handle == 0:
+            # 0 is the legacy default stream: copies "on our stream" would serialise with every other.
+            raise AssertionError("cudaStreamCreate gave handle 0 (the default stream), not a stream of our own")
         payload = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)
         buffers.host_in[:] = payload
+        buffers.host_out[:] = 0
         buffers.upload(size)
         buffers.device_copy(size)
         buffers.download(size)
@@ -78,7 +112,7 @@ def cuda_python_roundtrip() -> dict[str, Any]:
         buffers.close()
     if not same:
         raise AssertionError("bytes changed on the way host → device → device → host")
-    return {"bytes": size, "stream_handle_nonzero": True}
+    return {"bytes": size, "stream_handle": hex(handle), "stream_handle_nonzero": handle != 0, "bytes_identical": same}
 
 
 def make_tiny_bert(folder: Path) -> Path:
@@ -131,8 +165,11 @@ def onnxruntime_cuda(work: Path) -> dict[str, Any]:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return {"status": "NOT VERIFIED", "reason": f"this onnxruntime has no CUDA provider ({ort.get_available_providers()})"}
     engine = load(work / "artifact", "onnxruntime")
+    providers = list(getattr(engine, "providers", []))
+    if not providers or providers[0] != "CUDAExecutionProvider":
+        raise AssertionError(f"the session runs on {providers}: ONNX Runtime could not start its CUDA provider (CUDA 12 / cuDNN 9 libraries?)")
     result = check_engine(work / "artifact", "onnxruntime")
-    result["providers"] = getattr(engine, "providers", None)
+    result["providers"] = providers
     if result["max_abs_diff_vs_reference"] > 2e-3:
         raise AssertionError(f"CUDA provider differs from the reference probabilities by {result['max_abs_diff_vs_reference']}")
     return result
@@ -153,13 +190,16 @@ def tensorrt(work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"tensorrt": trt.__version__}
     precisions: tuple[Precision, ...] = ("fp32", "fp16")
     for precision in precisions:
-        _, info = build_engine(artifact, manifest, BuildRequest(max_batch=64, opt_batch=32, precision=precision))
+        _, info = build_engine(artifact, manifest, BuildRequest(max_batch=64, opt_batch=32, precision=precision, timing_cache=work / "timing"))
+        if precision == "fp32" and info.tf32 is not False:
+            raise AssertionError(f"the FP32 build left TF32 {info.tf32!r}: FP32 parity would be TF32's")
         result = check_engine(artifact, "tensorrt", batch_sizes=(1, 8, 32, 64))
         # Against PyTorch's probabilities: the FP32 graph itself is held to reference.tolerance at export.
         limit = 2 * (manifest.reference.tolerance if manifest.reference else 5e-4) if precision == "fp32" else 1e-2
         if result["max_abs_diff_vs_reference"] > limit:
             raise AssertionError(f"{precision}: max |Δp| {result['max_abs_diff_vs_reference']} > {limit}")
-        out[precision] = {"build_seconds": info.build_seconds, **result}
+        out[precision] = {"build_seconds": info.build_seconds, "tf32": info.tf32, "timing_cache": info.timing_cache,
+                          "builder_version": info.tensorrt_version, "cuda_runtime": info.cuda_runtime, **result}
     return out
 
 
@@ -176,7 +216,8 @@ def main() -> int:
     if trained:
         step("ONNX Runtime CUDA provider vs CPU", lambda: onnxruntime_cuda(work))
         step("TensorRT build (FP32, FP16), run and parity", lambda: tensorrt(work))
-    args.out.write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
+    args.out.write_text(json.dumps({"versions": VERSIONS, "steps": RESULTS}, indent=2, default=str) + "\n")
+    print("\nversions used: " + json.dumps(VERSIONS, default=str))
     print("\nsummary:")
     for result in RESULTS:
         print(f"  {result['status']:13} {result['step']}" + (f" — {result.get('reason') or result.get('error')}" if result["status"] != "VERIFIED" else ""))

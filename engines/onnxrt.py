@@ -10,6 +10,9 @@ import onnxruntime as ort
 
 from framewatch.engines.base import EngineOptions, engine_fields, register_backend
 from framewatch.engines.manifest import ModelManifest
+from framewatch.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class OnnxRuntimeEngine:
@@ -29,6 +32,14 @@ class OnnxRuntimeEngine:
             str(artifact_dir / manifest.onnx_file), sess_options=options, providers=providers or ["CPUExecutionProvider"],
         )
         self.providers = self.session.get_providers()
+        requested = providers or ["CPUExecutionProvider"]
+        # ONNX Runtime drops a provider it cannot start (no GPU, CUDA or cuDNN libraries missing)
+        # with a warning of its own and runs on the next; framewatch says so in its log too.
+        self.fallback = None
+        if requested[0] != self.providers[0]:
+            self.fallback = f"{requested[0]} could not start; running on {self.providers[0]}"
+            log.warning("onnxruntime provider fallback", requested=requested[0], running=self.providers[0],
+                        hint="onnxruntime-gpu needs a visible GPU and its CUDA 12 / cuDNN 9 libraries")
         fields = engine_fields(manifest)
         self.name: str = fields["name"]
         self.input_size: tuple[int, int] = fields["input_size"]

@@ -5,6 +5,7 @@ artifact, executed with ``execute_async_v3`` on pinned buffers and one CUDA stre
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,11 @@ from framewatch.engines.tensorrt_platform import (
     cuda_ok,
     engine_dir,
     rebuild_hint,
+    same_release,
 )
+from framewatch.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class PinnedBuffers:
@@ -73,7 +78,7 @@ class PinnedBuffers:
 
 def validate_build(artifact_dir: Path, manifest: ModelManifest, info: BuildInfo, trt_version: str, gpu: GpuInfo) -> None:
     """Refuse an engine built by another TensorRT, for another GPU, or from another ONNX graph."""
-    if info.tensorrt_version != trt_version:
+    if not same_release(info.tensorrt_version, trt_version):
         raise EngineError(f"engine was built with TensorRT {info.tensorrt_version}, this is {trt_version}: {rebuild_hint(artifact_dir)}")
     cc = f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
     if info.compute_capability != cc:
@@ -85,6 +90,20 @@ def validate_build(artifact_dir: Path, manifest: ModelManifest, info: BuildInfo,
 
 def read_build(path: Path) -> BuildInfo:
     return BuildInfo(**json.loads(path.read_text()))
+
+
+def provenance_note(info: BuildInfo, gpu: GpuInfo) -> str | None:
+    """Says when a plan that passes :func:`validate_build` was built elsewhere: on another host,
+    another GPU model of the same compute capability (TensorRT tunes plans for the model it built
+    on: they load, but may run slower), or under another driver."""
+    notes = []
+    if info.host and info.host != platform.node():
+        notes.append(f"on host {info.host}")
+    if info.gpu_name != gpu.name:
+        notes.append(f"for a {info.gpu_name} (this is a {gpu.name}; same compute capability, tuned for the other model)")
+    if info.driver_release and gpu.driver_release and info.driver_release != gpu.driver_release:
+        notes.append(f"under driver {info.driver_release} (this is {gpu.driver_release})")
+    return f"engine built {', '.join(notes)} with {info.builder} TensorRT {info.tensorrt_version}" if notes else None
 
 
 def probe(artifact_dir: Path, manifest: ModelManifest, runtime: TensorRTLibrary | None = None) -> tuple[bool, str]:
@@ -99,10 +118,12 @@ def probe(artifact_dir: Path, manifest: ModelManifest, runtime: TensorRTLibrary 
     if not (folder / PLAN_NAME).exists():
         return False, f"no engine for TensorRT {runtime.version} on {gpu.name} ({gpu.sm}); {rebuild_hint(artifact_dir)}"
     try:
-        validate_build(artifact_dir, manifest, read_build(folder / BUILD_INFO_NAME), runtime.version, gpu)
+        info = read_build(folder / BUILD_INFO_NAME)
+        validate_build(artifact_dir, manifest, info, runtime.version, gpu)
     except (EngineError, FileNotFoundError, TypeError, json.JSONDecodeError) as exc:
         return False, str(exc)
-    return True, f"TensorRT {runtime.version} engine for {gpu.name} ({gpu.sm}) matches the artifact"
+    note = provenance_note(info, gpu)
+    return True, f"TensorRT {runtime.version} engine for {gpu.name} ({gpu.sm}) matches the artifact" + (f"; {note}" if note else "")
 
 
 class TensorRTEngine:
@@ -143,6 +164,9 @@ class TensorRTEngine:
             raise EngineError(f"no TensorRT engine in {folder}: {rebuild_hint(artifact_dir)}")
         info = read_build(folder / BUILD_INFO_NAME)
         validate_build(artifact_dir, manifest, info, runtime.version, gpu)
+        note = provenance_note(info, gpu)
+        if note:
+            log.warning("tensorrt engine built elsewhere", detail=note, plan=str(folder / PLAN_NAME))
         return cls(folder / PLAN_NAME, manifest, info, runtime)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -142,7 +142,8 @@ class DecodeSettings(_Section):
     sample_fps: float = Field(1.0, gt=0, le=120, description="Frames scored per second of stream time.")
     keyframes_only: bool = Field(False, description="Score keyframes only (and decode only them).")
     workers: int = Field(2, ge=1, le=64, description="Decode processes; one per core is a good start.")
-    hwaccel: str | None = Field(None, description="PyAV hardware decoder, e.g. 'cuda'; falls back to software.")
+    hwaccel: str | None = Field(None, description="PyAV hardware decoder, e.g. 'cuda': checked when the worker starts (it refuses to start "
+                                "if a clip cannot be decoded on it); a message whose device decoder fails is decoded in software and counted.")
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_frames: int = Field(3_000, ge=1, description="Decoded frames per message before it is rejected.")
     max_pixels: int = Field(4096 * 2304, ge=64, description="Width x height limit of one frame.")
@@ -150,7 +151,8 @@ class DecodeSettings(_Section):
     kill_grace_s: float = Field(5.0, gt=0, description="A decode that runs this long past max_decode_seconds (a stuck decoder) is killed.")
     truncation_tolerance_ms: int = Field(100, ge=0, description="A segment whose video ends this close to its declared duration (or within a frame) is complete.")
     strict: bool = Field(True, description="Reject a message when FFmpeg reports any decoding error (it conceals damage otherwise).")
-    max_memory_mb: int = Field(2048, ge=0, description="Address-space cap of each decode process (RLIMIT_AS); 0 = none.")
+    max_memory_mb: int = Field(2048, ge=0, description="Address-space cap of each decode process (RLIMIT_AS); 0 = none. "
+                               "Not applied with hwaccel (a device context reserves more address space).")
 
 
 class BatchSettings(_Section):

@@ -29,6 +29,13 @@ every whole second is scored. A grid cell belongs to the segment in which its st
 second twice and never skip one. A segment whose start lies within ``truncation_tolerance_ms``
 after a cell's start also takes that cell: the segment before it declared a few ms more than its
 video, so the cell's start fell past its last frame.
+
+Hardware decoding (``decode.hwaccel``, e.g. ``cuda``) is attached the only way PyAV 14.1+
+accepts it: ``av.open(..., hwaccel=HWAccel(...))`` (the codec context's ``hwaccel`` attribute is
+read-only). :func:`probe_hwaccel` decodes a small clip on the device when the worker starts and
+the worker refuses to start with its reason; after that, a message whose device decoder fails
+to open (no device, a lost context) is decoded in software and says so in
+:attr:`DecodeResult.hwaccel` — a hardware failure never turns a good message into a dead letter.
 """
 
 from __future__ import annotations
@@ -45,9 +52,12 @@ import av.error
 import av.logging
 import numpy as np
 
+from framewatch.errors import FrameWatchError
 from framewatch.worker.contracts import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 
 if TYPE_CHECKING:
+    from av.codec.hwaccel import HWAccel
+
     from framewatch.config import DecodeSettings
     from framewatch.engines.base import Engine
 
@@ -107,6 +117,11 @@ class DecodeResult:
     source_height: int = 0
     duration_ms: int = 0  # the span of the decoded video: last frame's time + its duration − first frame's time
     truncated: str | None = None  # what is missing when the segment ended early; its frames are still here
+    hwaccel: str | None = None  # with decode.hwaccel: the device that decoded, or "software: <why>"
+
+
+class HWAccelError(FrameWatchError):
+    """Hardware decoding was configured but cannot work here; the message says why."""
 
 
 def _format_for(content_type: str | None) -> str | None:
@@ -118,7 +133,24 @@ def _format_for(content_type: str | None) -> str | None:
     return f"{image}_pipe" if image else None
 
 
-def _open(request: DecodeRequest) -> av.container.InputContainer:
+def hwaccel_settings(device: str, *, allow_software_fallback: bool = True) -> HWAccel:
+    """PyAV's HWAccel for ``device``; HWAccelError where this PyAV or FFmpeg cannot offer it."""
+    try:
+        from av.codec.hwaccel import HWAccel as PyAVHWAccel
+        from av.codec.hwaccel import hwdevices_available
+    except ImportError:
+        raise HWAccelError(f"PyAV {av.__version__} has no hardware decoding (av.codec.hwaccel): install av>=14.1") from None
+    available = list(hwdevices_available())
+    if device not in available:
+        raise HWAccelError(f"this PyAV's FFmpeg has no '{device}' device (it has: {', '.join(available) or 'none'})")
+    return PyAVHWAccel(device_type=device, allow_software_fallback=allow_software_fallback)
+
+
+def _open(request: DecodeRequest, ffmpeg_log: list | None = None) -> tuple[av.container.InputContainer, str | None]:
+    """The container, and why the hardware decoder could not be used (None when not asked or fine).
+
+    What FFmpeg logged during a failed hardware open ("Cannot load libcuda.so.1") is removed from
+    ``ffmpeg_log``: it is the device's failure, and strict mode must not hold it against the message."""
     fmt = _format_for(request.content_type)
     options = {"format_whitelist": ALLOWED_DEMUXERS, "protocol_whitelist": "none"}
     if fmt is None:  # unknown bytes: probe generously
@@ -127,12 +159,59 @@ def _open(request: DecodeRequest) -> av.container.InputContainer:
         # A declared container needs no long stream analysis: the profile at saturation showed the
         # default probing at 18 % of a decode process's time on 720p segments (24 ms of ~130 ms).
         options.update(probesize="32768", analyzeduration="0", fpsprobesize="0")
+    hw_failure = None
+    if request.hwaccel:
+        # The device context is created with the container (a CPU-only machine raised
+        # PermissionError here): such a failure is the device's, not the message's, so the same
+        # bytes are opened again for software decoding; bytes that are not media fail both ways.
+        logged = len(ffmpeg_log) if ffmpeg_log is not None else 0
+        try:
+            hwaccel = hwaccel_settings(request.hwaccel)
+            return av.open(io.BytesIO(request.payload), mode="r", format=fmt, options=options, hwaccel=hwaccel), None
+        except Exception as exc:
+            hw_failure = f"{exc.__class__.__name__}: {exc}"
+            if ffmpeg_log is not None:
+                del ffmpeg_log[logged:]
     try:
-        return av.open(io.BytesIO(request.payload), mode="r", format=fmt, options=options)
+        return av.open(io.BytesIO(request.payload), mode="r", format=fmt, options=options), hw_failure
     except av.error.FFmpegError as exc:
         raise DecodeError("not-media", f"cannot open as {request.content_type or 'any known format'}: {exc}") from None
     except (ValueError, EOFError, OSError) as exc:
         raise DecodeError("not-media", f"cannot open: {exc}") from None
+
+
+def _probe_clip(width: int = 256, height: int = 144, frames: int = 4) -> bytes:
+    """A small H.264 MPEG-TS clip (made here, so the probe needs no file)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mpegts") as out:
+        stream = out.add_stream("h264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), (i * 40) % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def probe_hwaccel(device: str) -> str:
+    """Decode a small H.264 clip on ``device`` with no software fallback, as the worker starts.
+
+    Returns what was verified; raises :class:`HWAccelError` with the reason otherwise, so a
+    configured hardware decoder is either in use or refused at start-up, never silently absent."""
+    hwaccel = hwaccel_settings(device, allow_software_fallback=False)
+    try:
+        clip = _probe_clip()
+        with av.open(io.BytesIO(clip), mode="r", format="mpegts", hwaccel=hwaccel) as container:
+            stream = container.streams.video[0]
+            decoded = sum(1 for _ in container.decode(stream))
+            on_device = bool(getattr(stream.codec_context, "is_hwaccel", False))
+    except Exception as exc:
+        raise HWAccelError(f"cannot decode on '{device}': {exc.__class__.__name__}: {exc}") from None
+    if not on_device or decoded == 0:
+        raise HWAccelError(f"'{device}' opened but did not decode the probe clip on the device ({decoded} frames, is_hwaccel={on_device})")
+    return f"decoded {decoded} H.264 frames on '{device}' (PyAV {av.__version__})"
 
 
 def image_dimensions(payload: bytes, content_type: str | None) -> tuple[int, int] | None:
@@ -223,7 +302,7 @@ def _decode_checked(request: DecodeRequest) -> DecodeResult:
     av.logging.set_level(av.logging.WARNING)
     av.logging.set_skip_repeated(False)
     with av.logging.Capture(local=False) as ffmpeg_errors:
-        result = _decode_segment(request, started, limits)
+        result = _decode_segment(request, started, limits, ffmpeg_errors)
     errors = [f"{name}: {message.strip()}" for level, name, message in ffmpeg_errors if level <= av.logging.ERROR]
     if errors and request.strict and not (cut_packets or result.truncated):
         raise DecodeError("decode-error", f"FFmpeg reported {len(errors)} error(s), first: {errors[0]}")
@@ -232,8 +311,8 @@ def _decode_checked(request: DecodeRequest) -> DecodeResult:
     return result
 
 
-def _decode_segment(request: DecodeRequest, started: float, limits: DecodeLimits) -> DecodeResult:
-    container = _open(request)
+def _decode_segment(request: DecodeRequest, started: float, limits: DecodeLimits, ffmpeg_log: list | None = None) -> DecodeResult:
+    container, hw_failure = _open(request, ffmpeg_log)
     try:
         if not container.streams.video:
             raise DecodeError("not-media", "no video stream in the container")
@@ -247,25 +326,21 @@ def _decode_segment(request: DecodeRequest, started: float, limits: DecodeLimits
             ctx.skip_frame = "NONKEY"  # the decoder skips non-key frames entirely
         ctx.thread_type = "AUTO"
         ctx.thread_count = 1  # parallelism comes from the pool, one process per core
+        result = _decode_frames(container, stream, request, started)
         if request.hwaccel:
-            _try_hwaccel(ctx, request.hwaccel)
-        return _decode_frames(container, stream, request, started)
+            if hw_failure:
+                result.hwaccel = f"software: {hw_failure}"
+            elif not getattr(ctx, "is_hwaccel", False):
+                result.hwaccel = f"software: the {request.hwaccel} decoder does not take {ctx.name}"
+            else:
+                result.hwaccel = request.hwaccel
+        return result
     except DecodeError:
         raise
     except (av.error.FFmpegError, ValueError, EOFError, OSError) as exc:
         raise DecodeError("decode-error", f"{exc.__class__.__name__}: {exc}") from None
     finally:
         container.close()
-
-
-def _try_hwaccel(ctx: object, device: str) -> None:
-    """Best effort: PyAV ≥ 14 decodes on CUDA/VAAPI when FFmpeg was built with it; else software."""
-    try:
-        from av.codec.hwaccel import HWAccel
-
-        ctx.hwaccel = HWAccel(device_type=device, allow_software_fallback=True)  # type: ignore[attr-defined]
-    except Exception:  # not built with that device, or an older PyAV: software decoding
-        return
 
 
 def _decode_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream, request: DecodeRequest, started: float) -> DecodeResult:

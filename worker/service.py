@@ -36,7 +36,7 @@ from framewatch.logs import get_logger
 from framewatch.worker import contracts
 from framewatch.worker.batcher import DynamicBatcher
 from framewatch.worker.deadletter import DLQ_HEADER_ROOM, DeadLetterFailed, DeadLetters
-from framewatch.worker.decode import DecodeError, DecodeRequest, decode_request
+from framewatch.worker.decode import DecodeError, DecodeRequest, HWAccelError, decode_request, probe_hwaccel
 from framewatch.worker.decode_pool import DecodeJob, DecodePool
 from framewatch.worker.inference import FrameItem, InferenceLoop, RateLimitedLog
 from framewatch.worker.kafka_client import BrokerWatch, connect_consumer, partition_lag, stuck_partition
@@ -152,7 +152,15 @@ class Worker:
         server = serve(self.metrics, self.health, s.metrics_host, s.metrics_port) if s.metrics_port else None
         self.redis = connect(s.redis, writer=True)
         self.publisher = Publisher(self.redis, s.redis, self.engine.name)
-        self.pool = DecodePool(s.decode.workers, s.decode.max_memory_mb, s.decode.max_decode_seconds, s.decode.kill_grace_s,
+        memory_cap = s.decode.max_memory_mb
+        if s.decode.hwaccel and memory_cap:
+            # A CUDA context reserves far more address space than it uses (tens of GB), so an
+            # RLIMIT_AS cap would make every device decode fail; max_pixels and max_frames still
+            # bound each message.
+            log.warning("decode.max_memory_mb is not applied with decode.hwaccel (a device context reserves "
+                        "more address space than the cap)", max_memory_mb=memory_cap, hwaccel=s.decode.hwaccel)
+            memory_cap = 0
+        self.pool = DecodePool(s.decode.workers, memory_cap, s.decode.max_decode_seconds, s.decode.kill_grace_s,
                                on_event=lambda event, **fields: log.warning(event, **fields))
         self.consumer = self._connect_consumer()
         # The DLQ copy of any message the input accepts must fit (too-large ones are trimmed).
@@ -352,6 +360,8 @@ class Worker:
                     self.offsets.mark_done(*key, msg.offset)
                     continue
                 self.metrics.decode_seconds.observe(result.seconds)
+                if result.hwaccel is not None:
+                    self._count_hwaccel(result.hwaccel)
                 self.metrics.frames_decoded.inc(result.decoded)
                 self.metrics.frames_sampled.inc(len(result.frames))
                 if result.truncated:
@@ -402,6 +412,14 @@ class Worker:
         self.dead_letters.send(key, value, headers, topic, partition, offset, error_type, error)
 
     # --- inference side ----------------------------------------------------------------
+
+    def _count_hwaccel(self, outcome: str) -> None:
+        """Per message with decode.hwaccel: on the device, or in software (logged, rate-limited, with why)."""
+        if outcome.startswith("software"):
+            self.metrics.hwaccel_messages.labels("software").inc()
+            self.notes.note("*", "hardware decoding failed for a message: decoded in software", detail=outcome)
+        else:
+            self.metrics.hwaccel_messages.labels("device").inc()
 
     def _current(self, inflight: InFlight) -> bool:
         key = (inflight.message.topic, inflight.message.partition)
@@ -554,13 +572,26 @@ class Worker:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
 
+def check_hwaccel(device: str) -> str:
+    """The start-up check of ``decode.hwaccel``: what was verified, or a one-line refusal."""
+    try:
+        return probe_hwaccel(device)
+    except HWAccelError as exc:
+        raise HWAccelError(f"decode.hwaccel={device} is set but hardware decoding does not work here: {exc}. "
+                           "Unset decode.hwaccel to decode in software") from None
+
+
 def run_worker(settings: FrameWatchSettings) -> int:
     from framewatch.engines.registry import load
 
     if settings.model is None:
         raise ConfigError("--model ARTIFACT_DIR is required (or FRAMEWATCH_MODEL / model: in the config file)")
+    verified = check_hwaccel(settings.decode.hwaccel) if settings.decode.hwaccel else None
     engine = load(settings.model, settings.backend, intra_op_threads=settings.intra_op_threads)
     worker = Worker(settings, engine)
+    if verified and settings.decode.hwaccel:
+        log.info("hardware decoding active", hwaccel=settings.decode.hwaccel, verified=verified)
+        worker.metrics.hwaccel.labels(settings.decode.hwaccel).set(1)
     worker.install_signal_handlers()
     log.info("starting", pid=os.getpid())
     return worker.run()

@@ -3,13 +3,16 @@ No Docker engine runs here; these are static checks."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
@@ -41,7 +44,7 @@ def test_worker_images_do_not_install_torch() -> None:
         instructions = [line for line in (DOCKER / name).read_text().splitlines() if not line.lstrip().startswith("#")]
         text = "\n".join(instructions).replace("'torch' not in sys.modules", "")
         assert "torch" not in text.lower(), name
-        assert '"framewatch[worker]"' in text
+        assert '"framewatch[worker]"' in text or '"framewatch[worker,${GPU_EXTRA}]"' in text
         # only what the worker imports: the training side and the benchmarks are removed after install
         assert 'rm -rf "$site/training" "$site/benchmarks"' in text, name
 
@@ -51,7 +54,12 @@ def test_compose_has_the_production_stack() -> None:
     services = compose["services"]
     assert {"kafka", "redis", "worker", "prometheus", "engine-build"} <= set(services)
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
-    assert "trtexec" in " ".join(services["engine-build"]["entrypoint"])
+    build = services["engine-build"]
+    # The GPU image's pip TensorRT has no trtexec; the one-shot build keeps a matching plan and
+    # runs as a uid that can write the bind-mounted models folder.
+    assert "trtexec" not in " ".join(build["entrypoint"]) and "--if-missing" in build["entrypoint"]
+    assert build["user"].startswith("${FRAMEWATCH_UID:-10001}")
+    assert build["build"]["args"]["GPU_EXTRA"] == services["worker"]["build"]["args"]["GPU_EXTRA"]
     assert services["worker"]["depends_on"]["engine-build"]["condition"] == "service_completed_successfully"
     for name, service in services.items():
         image = service.get("image")
@@ -59,3 +67,43 @@ def test_compose_has_the_production_stack() -> None:
             assert ":" in image and not image.endswith(":latest"), f"{name}: unpinned image {image}"
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == ["worker:9108"]
+
+
+# The Python each base image ships, read from the images' documentation (the slim images name it
+# in the tag). A Dockerfile whose base is not here fails: add the image with its Python.
+BASE_IMAGE_PYTHON = {
+    "python:3.11.10-slim-bookworm": "3.11",
+    "python:3.12.8-slim-bookworm": "3.12",
+    "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04": "3.12",  # Ubuntu 24.04's python3.12, installed by the Dockerfile
+    "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime": "3.11",
+    "nvcr.io/nvidia/tensorrt:24.08-py3": "3.10",  # Ubuntu 22.04: why the GPU image no longer uses it
+}
+
+
+def _stages(dockerfile: Path) -> list[str]:
+    return [line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("FROM ")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_images_have_the_python_the_project_requires(dockerfile: Path) -> None:
+    requires = SpecifierSet(tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]["requires-python"])
+    for image in _stages(dockerfile):
+        assert image in BASE_IMAGE_PYTHON, f"{dockerfile.name}: add {image} and its Python to BASE_IMAGE_PYTHON"
+        assert requires.contains(BASE_IMAGE_PYTHON[image] + ".0"), f"{dockerfile.name}: {image} has Python {BASE_IMAGE_PYTHON[image]}, the project needs {requires}"
+
+
+def test_the_gpu_image_has_onnxruntime_s_cuda_build_and_a_tensorrt_extra_that_exists() -> None:
+    text = (DOCKER / "worker-gpu.Dockerfile").read_text()
+    extras = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    default = re.search(r"^ARG GPU_EXTRA=(\S+)", text, re.M)
+    assert default and default.group(1) in extras and "tensorrt" in extras
+    assert '"framewatch[worker,${GPU_EXTRA}]"' in text
+    # onnxruntime and onnxruntime-gpu install the same module: the CPU one is removed first
+    assert text.index("pip uninstall -y onnxruntime") < text.index('"onnxruntime-gpu==${ONNXRUNTIME_GPU}"')
+    assert "'CUDAExecutionProvider' in o.get_available_providers()" in text
+    # the base image's CUDA major is the one the extras' TensorRT wheels and cuda-python are built for
+    cuda_major = re.search(r"^FROM nvidia/cuda:(\d+)\.", text, re.M)
+    assert cuda_major is not None
+    for name in ("tensorrt", "tensorrt-volta"):
+        assert any(line.startswith(f"tensorrt-cu{cuda_major.group(1)}") for line in extras[name]), name
+        assert any(line.startswith("cuda-python") and f"<{int(cuda_major.group(1)) + 1}" in line for line in extras[name]), name

@@ -174,8 +174,9 @@ def test_newer_gpus_and_old_tensorrt() -> None:
 
 def test_trtexec_command_tensorrt_10_fp16(tmp_path: Path) -> None:
     manifest = make_artifact(tmp_path)
-    request = trt.BuildRequest(max_batch=64, opt_batch=32, precision="fp16", workspace_mb=1024, timing_cache=tmp_path / "t.cache")
-    cmd = trt_build.trtexec_command("trtexec", tmp_path / "model.onnx", tmp_path / "model.plan", manifest, request, "10.4.0")
+    request = trt.BuildRequest(max_batch=64, opt_batch=32, precision="fp16", workspace_mb=1024, timing_cache=tmp_path)
+    cmd = trt_build.trtexec_command("trtexec", tmp_path / "model.onnx", tmp_path / "model.plan", manifest, request, "10.4.0",
+                                    tmp_path / "t.cache")
     assert cmd == [
         "trtexec", f"--onnx={tmp_path / 'model.onnx'}", f"--saveEngine={tmp_path / 'model.plan'}",
         "--minShapes=pixels:1x64x64x3", "--optShapes=pixels:32x64x64x3", "--maxShapes=pixels:64x64x64x3",
@@ -217,19 +218,20 @@ class FakeRuntime:
     def gpu(self, device: int = 0) -> trt.GpuInfo:
         return self._gpu
 
-    def build(self, onnx_path: Path, manifest: ModelManifest, request: trt.BuildRequest, timing_cache: bytes | None) -> tuple[bytes, bytes]:
+    def build(self, onnx_path: Path, manifest: ModelManifest, request: trt.BuildRequest, timing_cache: bytes | None) -> trt.BuildOutput:
         self.builds.append((onnx_path, request, timing_cache))
-        return b"PLAN:" + onnx_path.read_bytes(), b"CACHE"
+        return trt.BuildOutput(b"PLAN:" + onnx_path.read_bytes(), b"CACHE", "reused" if timing_cache else "new",
+                               False if request.precision == "fp32" else None)
 
 
 def test_build_writes_plan_and_build_json_keyed_by_version_and_gpu(tmp_path: Path) -> None:
     manifest = make_artifact(tmp_path / "art")
     runtime = FakeRuntime("10.13.0", A10)
-    cache = tmp_path / "timing.cache"
-    plan, _ = trt_build.build_engine(tmp_path / "art", manifest, trt.BuildRequest(timing_cache=cache), runtime=runtime)  # type: ignore[arg-type]
+    caches = tmp_path / "timing"
+    plan, _ = trt_build.build_engine(tmp_path / "art", manifest, trt.BuildRequest(timing_cache=caches), runtime=runtime)  # type: ignore[arg-type]
     assert plan == tmp_path / "art" / "engines" / "10.13.0" / "sm86" / "model.plan"
     assert plan.read_bytes() == b"PLAN:fp32-graph"
-    assert cache.read_bytes() == b"CACHE"
+    assert (caches / "timing-trt10.13.0-sm86-nvidia-a10.cache").read_bytes() == b"CACHE"
     saved = json.loads((plan.parent / "build.json").read_text())
     assert saved["tensorrt_version"] == "10.13.0" and saved["compute_capability"] == "8.6" and saved["gpu_name"] == "NVIDIA A10"
     assert saved["onnx_sha256"] == manifest.onnx_sha256 and saved["precision"] == "fp16"
@@ -244,12 +246,13 @@ def test_build_with_trtexec_stores_the_command(tmp_path: Path, capsys: pytest.Ca
     def fake_run(cmd: list[str], **_: Any) -> SimpleNamespace:
         calls.append(cmd)
         Path(cmd[2].split("=", 1)[1]).write_bytes(b"plan")
-        return SimpleNamespace(returncode=0, stdout="", stderr="")
+        return SimpleNamespace(returncode=0, stdout="&&&& RUNNING TensorRT.trtexec [TensorRT v100400] # trtexec ...", stderr="")
 
-    _, info = trt_build.build_engine(tmp_path, manifest, trt.BuildRequest(precision="fp32"), use_trtexec=True, trtexec="/opt/trt/bin/trtexec",
-                                runtime=FakeRuntime("10.4.0", V100), run_command=fake_run)  # type: ignore[arg-type]
+    plan, info = trt_build.build_engine(tmp_path, manifest, trt.BuildRequest(precision="fp32"), use_trtexec=True, trtexec="/opt/trt/bin/trtexec",
+                                        runtime=FakeRuntime("10.4.0", V100), run_command=fake_run)  # type: ignore[arg-type]
     assert info.builder == "trtexec" and info.command is not None and info.command.startswith("/opt/trt/bin/trtexec --onnx=")
-    assert "--fp16" not in calls[0]
+    assert "--fp16" not in calls[0] and "--noTF32" in calls[0] and info.tf32 is False
+    assert info.tensorrt_version == "10.4.0" and plan.read_bytes() == b"plan" and plan.parent.name == "sm70"
     assert info.command in capsys.readouterr().out
 
 
