@@ -66,11 +66,17 @@ def versions(cudart: Any, runtime: tuple[tuple[int, int] | None, str] | None = N
         "driver_cuda_version": gpu.driver_cuda_version, "driver_release": gpu.driver_release,
         "cuda_python": cuda_python_version(),
     }
-    for name in ("tensorrt", "onnxruntime", "onnxruntime-gpu", "torch", "av"):
+    for name in ("onnxruntime", "onnxruntime-gpu", "torch", "av"):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
+    try:  # the module, whichever distribution (tensorrt, tensorrt-cu12-bindings, …) brought it
+        import tensorrt
+
+        found["tensorrt"] = str(tensorrt.__version__)
+    except ImportError:
+        found["tensorrt"] = None
     return found
 
 

@@ -22,7 +22,10 @@ FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 ARG GPU_EXTRA
 # ONNX Runtime's CUDA 12 / cuDNN 9 build, used when no TensorRT engine is built for this GPU.
 ARG ONNXRUNTIME_GPU=1.20.1
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PATH=/opt/venv/bin:$PATH
+# "video" mounts the driver's NVDEC library (libnvcuvid) for decode.hwaccel: cuda; the nvidia/cuda
+# images ask for compute and utility only.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PATH=/opt/venv/bin:$PATH \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
 # Ubuntu's python3.12 follows the pinned base image's release; pinning a package version that
 # the archive later replaces would only break the build.
 # hadolint ignore=DL3008

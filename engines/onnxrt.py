@@ -78,7 +78,9 @@ def providers() -> list[str]:
 
 def _probe(artifact_dir: Path, manifest: ModelManifest) -> tuple[bool, str]:
     chosen = providers()
-    return True, f"ONNX Runtime {'CUDA' if chosen[0] == 'CUDAExecutionProvider' else 'CPU'} provider"
+    if chosen[0] == "CUDAExecutionProvider":
+        return True, "ONNX Runtime CUDA provider (the session logs a fallback to the CPU if it cannot start)"
+    return True, "ONNX Runtime CPU provider"
 
 
 def _create(artifact_dir: Path, manifest: ModelManifest, options: EngineOptions) -> OnnxRuntimeEngine:

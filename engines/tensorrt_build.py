@@ -9,6 +9,7 @@ that will run it: a mismatch is refused before anything is filed."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -66,6 +67,8 @@ def ensure_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         owner = ""
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise EngineError(f"cannot write the engine cache {folder}: {exc.strerror or exc}") from None
         try:
             existing = next(p for p in (folder, *folder.parents) if p.exists())
             owner = f" ({existing} belongs to uid {existing.stat().st_uid}; this process is uid {os.getuid()})"
@@ -112,14 +115,20 @@ def trtexec_command(
     return cmd
 
 
-def existing_engine(artifact_dir: Path, manifest: ModelManifest, runtime: TensorRTLibrary) -> tuple[Path, BuildInfo] | None:
-    """The cached plan for this TensorRT and GPU when it matches the artifact, else None."""
+def existing_engine(artifact_dir: Path, manifest: ModelManifest, runtime: TensorRTLibrary,
+                    request: BuildRequest | None = None) -> tuple[Path, BuildInfo] | None:
+    """The cached plan for this TensorRT and GPU when it matches the artifact (and, given a
+    request, was built with its precision, batch profile and workspace), else None."""
     folder = engine_dir(artifact_dir, runtime.version, runtime.gpu())
     try:
         info = read_build(folder / BUILD_INFO_NAME)
         validate_build(artifact_dir, manifest, info, runtime.version, runtime.gpu())
     except (EngineError, OSError, TypeError, json.JSONDecodeError):
         return None
+    if request is not None:
+        wanted = (request.precision, *profile_shapes(manifest, request), request.workspace_mb)
+        if (info.precision, info.min_shape, info.opt_shape, info.max_shape, info.workspace_mb) != wanted:
+            return None
     return (folder / PLAN_NAME, info) if (folder / PLAN_NAME).exists() else None
 
 
@@ -146,6 +155,8 @@ def build_engine(
         if binary is None:
             raise EngineError("trtexec is not on PATH (it ships in the TensorRT containers and tar packages); drop --use-trtexec to use the Python API")
         staging = out_dir / f".{PLAN_NAME}.trtexec"
+        if cache_path is not None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)  # trtexec does not create it (and then keeps no cache)
         cmd = trtexec_command(binary, onnx_path, staging, manifest, request, trt_version, cache_path)
         command_text = shlex.join(cmd)
         print(command_text)
@@ -163,7 +174,8 @@ def build_engine(
                               "a plan only loads in the TensorRT that built it. Use the matching trtexec or drop --use-trtexec")
         staging.replace(plan_path)
         tf32 = False if request.precision == "fp32" else None
-        cache_status = f"trtexec --timingCacheFile={cache_path}" if cache_path else "none"
+        # trtexec attaches caches ignoring mismatches and reports nothing back: no status beyond the path.
+        cache_status = f"trtexec --timingCacheFile={cache_path} (trtexec ignores a mismatched cache)" if cache_path else "none"
     else:
         builder_version = trt_version
         cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.exists() else None
@@ -174,7 +186,9 @@ def build_engine(
         if cache_path is not None and output.timing_cache:
             try:  # a cache only saves build time: failing to keep it must not fail the build
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_bytes(output.timing_cache)
+                partial = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
+                partial.write_bytes(output.timing_cache)
+                partial.replace(cache_path)  # atomic: the folder may be shared by builds on other machines
                 cache_status = f"{cache_status}; saved to {cache_path}"
             except OSError as exc:
                 cache_status = f"{cache_status}; not saved to {cache_path}: {exc.strerror or exc}"

@@ -113,8 +113,9 @@ class BuildInfo:
     """``build.json``: what a plan was built from, by what and where (the provenance of a cached plan).
 
     ``tensorrt_version`` is the *builder's* version (the Python API's, or the one ``trtexec``
-    printed); the cache folder is named after it. Fields after ``command`` were added later and
-    read as unknown from older files."""
+    printed, accepted only when it is the Python ``tensorrt``'s release); the cache folder is
+    named after the Python ``tensorrt`` version that runs it. Fields after ``command`` were added
+    later and read as unknown from older files."""
 
     tensorrt_version: str
     gpu_name: str

@@ -5,7 +5,6 @@ artifact, executed with ``execute_async_v3`` on pinned buffers and one CUDA stre
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +92,11 @@ def read_build(path: Path) -> BuildInfo:
 
 
 def provenance_note(info: BuildInfo, gpu: GpuInfo) -> str | None:
-    """Says when a plan that passes :func:`validate_build` was built elsewhere: on another host,
-    another GPU model of the same compute capability (TensorRT tunes plans for the model it built
-    on: they load, but may run slower), or under another driver."""
+    """Says when a plan that passes :func:`validate_build` was built elsewhere: for another GPU
+    model of the same compute capability (TensorRT tunes plans for the model it built on: they
+    load, but may run slower), or under another driver."""
     notes = []
-    if info.host and info.host != platform.node():
-        notes.append(f"on host {info.host}")
+    # Not the host name: in docker/compose.yaml the build and the worker are two containers.
     if info.gpu_name != gpu.name:
         notes.append(f"for a {info.gpu_name} (this is a {gpu.name}; same compute capability, tuned for the other model)")
     if info.driver_release and gpu.driver_release and info.driver_release != gpu.driver_release:

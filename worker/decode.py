@@ -34,8 +34,10 @@ Hardware decoding (``decode.hwaccel``, e.g. ``cuda``) is attached the only way P
 accepts it: ``av.open(..., hwaccel=HWAccel(...))`` (the codec context's ``hwaccel`` attribute is
 read-only). :func:`probe_hwaccel` decodes a small clip on the device when the worker starts and
 the worker refuses to start with its reason; after that, a message whose device decoder fails
-to open (no device, a lost context) is decoded in software and says so in
-:attr:`DecodeResult.hwaccel` — a hardware failure never turns a good message into a dead letter.
+to open (no device, a lost context) or to decode (a stream NVDEC cannot take) is decoded again
+in software and says so in :attr:`DecodeResult.hwaccel` — a hardware failure never turns a good
+message into a dead letter. Still images are always decoded in software. PyAV creates a device
+context per container, so each message opens one: what that costs on a GPU is not measured.
 """
 
 from __future__ import annotations
@@ -203,6 +205,9 @@ def probe_hwaccel(device: str) -> str:
     hwaccel = hwaccel_settings(device, allow_software_fallback=False)
     try:
         clip = _probe_clip()
+    except Exception as exc:  # an encoder problem, not the device's
+        raise HWAccelError(f"could not make the H.264 probe clip to test '{device}' with ({exc.__class__.__name__}: {exc})") from None
+    try:
         with av.open(io.BytesIO(clip), mode="r", format="mpegts", hwaccel=hwaccel) as container:
             stream = container.streams.video[0]
             decoded = sum(1 for _ in container.decode(stream))
@@ -271,10 +276,34 @@ def precheck(request: DecodeRequest) -> None:
             raise DecodeError("frame-too-large", f"image declares {size[0]}×{size[1]}, over max_pixels {request.limits.max_pixels}")
 
 
+# Errors that say nothing about the device: the same bytes fail in software too.
+NOT_THE_DEVICE = frozenset({"not-media", "frame-too-large", "too-many-frames"})
+
+
 def decode_segment(request: DecodeRequest) -> DecodeResult:
     """Decode one message. Every failure is a :class:`DecodeError`: anything else raised inside
     FFmpeg or PyAV (MemoryError under the process's memory cap included) becomes one, so a
-    decode process never hands the worker an exception it does not know."""
+    decode process never hands the worker an exception it does not know.
+
+    With ``hwaccel``, a message that fails on the device is decoded again in software before it
+    counts as failed: NVDEC refuses streams it lacks the capabilities for (H.264 High 10, 4:2:2,
+    frames under its minimum size) and FFmpeg logs that as an error, which strict mode would
+    otherwise hold against good bytes. Still images never use the device."""
+    if request.hwaccel and request.content_type in IMAGE_CONTENT_TYPES:
+        request = replace(request, hwaccel=None)
+    if request.hwaccel:
+        try:
+            return _decode_guarded(request)
+        except DecodeError as exc:
+            if exc.error_type in NOT_THE_DEVICE:
+                raise
+            result = _decode_guarded(replace(request, hwaccel=None))
+            result.hwaccel = f"software: on {request.hwaccel}: {exc}"
+            return result
+    return _decode_guarded(request)
+
+
+def _decode_guarded(request: DecodeRequest) -> DecodeResult:
     try:
         return _decode_checked(request)
     except DecodeError:

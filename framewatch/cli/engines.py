@@ -15,7 +15,7 @@ def _build(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.artifact)
     request = BuildRequest(args.max_batch, args.opt_batch, args.precision, args.workspace_mb, args.timing_cache)
     runtime = TensorRTLibrary()
-    found = existing_engine(args.artifact, manifest, runtime) if args.if_missing else None
+    found = existing_engine(args.artifact, manifest, runtime, request) if args.if_missing else None
     if found is not None:
         plan, info = found
         print(f"kept {plan}, built {info.built_at} by TensorRT {info.tensorrt_version} on {info.gpu_name}: "
@@ -55,11 +55,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--workspace-mb", type=int, default=2048)
     build.add_argument("--timing-cache", type=Path, default=None, metavar="DIR",
                        help="folder of timing caches, one file per TensorRT version and GPU model, reused and updated "
-                       "(a cache TensorRT rejects or cannot read is replaced, and build.json says so)")
+                       "(Python API: a cache TensorRT rejects or cannot read is replaced, and build.json says so; trtexec "
+                       "ignores a mismatched cache itself)")
     build.add_argument("--use-trtexec", action="store_true", help="run trtexec (printed and stored in build.json); refused "
                        "when trtexec's TensorRT version differs from the Python tensorrt that runs the engine")
     build.add_argument("--if-missing", action="store_true", help="keep a cached plan that matches this TensorRT, GPU and "
-                       "ONNX graph instead of rebuilding (what docker/compose.yaml's one-shot build uses)")
+                       "ONNX graph, and was built with this precision, batch profile and workspace, instead of rebuilding "
+                       "(what docker/compose.yaml's one-shot build uses)")
     build.add_argument("--trtexec", default=None, help="path to trtexec (default: from PATH)")
     build.set_defaults(handler=_build)
     check = sub.add_parser("check", help="parity with the artifact's reference frames and throughput by batch size",

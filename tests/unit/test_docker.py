@@ -101,6 +101,9 @@ def test_the_gpu_image_has_onnxruntime_s_cuda_build_and_a_tensorrt_extra_that_ex
     # onnxruntime and onnxruntime-gpu install the same module: the CPU one is removed first
     assert text.index("pip uninstall -y onnxruntime") < text.index('"onnxruntime-gpu==${ONNXRUNTIME_GPU}"')
     assert "'CUDAExecutionProvider' in o.get_available_providers()" in text
+    # the table's Python for the CUDA base is the one this Dockerfile installs; NVDEC needs "video"
+    assert "apt-get install -y --no-install-recommends python3.12 python3.12-venv" in text and "python3.12 -m venv" in text
+    assert re.search(r"NVIDIA_DRIVER_CAPABILITIES=\S*video", text)
     # the base image's CUDA major is the one the extras' TensorRT wheels and cuda-python are built for
     cuda_major = re.search(r"^FROM nvidia/cuda:(\d+)\.", text, re.M)
     assert cuda_major is not None

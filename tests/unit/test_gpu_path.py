@@ -45,61 +45,109 @@ def _clip() -> bytes:
     return decode._probe_clip(width=128, height=96, frames=6)
 
 
+def _no_device(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """av.open fails as it did on this CPU machine whenever a device is asked for (so the tests
+    behave the same on a GPU machine); returns the hwaccel argument of every open."""
+    seen: list[Any] = []
+    real_open = av.open
+
+    def open_without_device(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("hwaccel"))
+        if kwargs.get("hwaccel") is not None:
+            raise PermissionError(1, "Operation not permitted")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(decode.av, "open", open_without_device)
+    return seen
+
+
 def test_hwaccel_is_passed_to_av_open(monkeypatch: pytest.MonkeyPatch) -> None:
     """PyAV 14.1+ takes the hardware decoder at open; the codec context's attribute is read-only."""
     from av.codec.hwaccel import HWAccel
 
     clip = _clip()
-    seen: list[Any] = []
-    real_open = av.open
-
-    def recording_open(*args: Any, **kwargs: Any) -> Any:
-        seen.append(kwargs.get("hwaccel"))
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(decode.av, "open", recording_open)
+    with av.open(io.BytesIO(clip), format="mpegts") as container, pytest.raises(AttributeError):
+        container.streams.video[0].codec_context.hwaccel = HWAccel("cuda")  # type: ignore[misc]  # the old way cannot work
+    seen = _no_device(monkeypatch)
     decode.decode_segment(decode.DecodeRequest(payload=clip, content_type="video/mp2t", width=32, height=32, hwaccel="cuda"))
     assert isinstance(seen[0], HWAccel)
-    assert seen[1:] == [None]  # the device failed here (no CUDA): the same bytes were opened again for software
-    with real_open(io.BytesIO(clip), format="mpegts") as container, pytest.raises(AttributeError):
-        container.streams.video[0].codec_context.hwaccel = seen[0]  # type: ignore[misc]  # the old way cannot work
+    assert seen[1:] == [None]  # the device failed: the same bytes were opened again for software
 
 
-def test_a_failing_device_decodes_in_software_and_says_so() -> None:
-    """No CUDA here: opening with the device fails (PermissionError), FFmpeg logs errors; the message
-    is still decoded, strict mode does not count the device's errors, and the result says why."""
+def test_a_failing_device_decodes_in_software_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     clip = _clip()
     plain = decode.decode_segment(decode.DecodeRequest(payload=clip, content_type="video/mp2t", width=32, height=32, sample_fps=25))
+    _no_device(monkeypatch)
     result = decode.decode_segment(decode.DecodeRequest(payload=clip, content_type="video/mp2t", width=32, height=32, sample_fps=25,
                                                         hwaccel="cuda"))
     assert plain.hwaccel is None
-    assert result.hwaccel is not None and result.hwaccel.startswith("software: ")
+    assert result.hwaccel is not None and result.hwaccel.startswith("software: ") and "PermissionError" in result.hwaccel
     assert [f.pts_ms for f in result.frames] == [f.pts_ms for f in plain.frames] and len(result.frames) == 6
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(result.frames, plain.frames, strict=True))
 
 
-def test_bad_bytes_with_hwaccel_are_still_not_media() -> None:
-    with pytest.raises(decode.DecodeError) as raised:
+def test_ffmpeg_errors_of_a_real_failed_device_open_are_not_held_against_the_message() -> None:
+    """Where no CUDA exists (this machine), FFmpeg logs "Cannot load libcuda.so.1" at ERROR level
+    while the device open fails; strict mode must still accept the message."""
+    if decode.av.codec.hwaccel.hwdevices_available() and _cuda_works():
+        pytest.skip("CUDA works here: the device open does not fail")
+    result = decode.decode_segment(decode.DecodeRequest(payload=_clip(), content_type="video/mp2t", width=32, height=32, hwaccel="cuda"))
+    assert result.frames and result.hwaccel is not None and result.hwaccel.startswith("software")
+
+
+def _cuda_works() -> bool:
+    try:
+        decode.probe_hwaccel("cuda")
+        return True
+    except decode.HWAccelError:
+        return False
+
+
+def test_a_message_the_device_cannot_decode_is_decoded_in_software(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVDEC refuses some streams mid-decode and FFmpeg logs an error: the message is retried in software."""
+    real = decode._decode_checked
+
+    def device_refuses(request: decode.DecodeRequest) -> decode.DecodeResult:
+        if request.hwaccel:
+            raise decode.DecodeError("decode-error", "FFmpeg reported 1 error(s), first: h264: Hardware is lacking required capabilities")
+        return real(request)
+
+    monkeypatch.setattr(decode, "_decode_checked", device_refuses)
+    result = decode.decode_segment(decode.DecodeRequest(payload=_clip(), content_type="video/mp2t", width=32, height=32, hwaccel="cuda"))
+    assert len(result.frames) >= 1 and result.hwaccel is not None and "lacking required capabilities" in result.hwaccel
+    with pytest.raises(decode.DecodeError) as raised:  # bytes that are not media fail in software as well, as not-media
         decode.decode_segment(decode.DecodeRequest(payload=b"\x00junk" * 500, content_type="video/mp4", width=32, height=32, hwaccel="cuda"))
     assert raised.value.error_type == "not-media"
 
 
-@pytest.mark.parametrize(("device", "reason"), [("cuda", "cannot decode on 'cuda'"), ("no-such-device", "has no 'no-such-device' device")])
-def test_the_start_up_probe_refuses_with_the_reason(device: str, reason: str) -> None:
+def test_still_images_never_use_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, format="PNG")
+    seen = _no_device(monkeypatch)
+    result = decode.decode_segment(decode.DecodeRequest(payload=buffer.getvalue(), content_type="image/png", width=8, height=8, hwaccel="cuda"))
+    assert seen == [None] and result.hwaccel is None and len(result.frames) == 1
+
+
+def test_the_start_up_probe_refuses_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     from framewatch.errors import FrameWatchError
     from framewatch.worker.service import check_hwaccel
 
-    with pytest.raises(FrameWatchError, match=reason) as raised:
-        check_hwaccel(device)
-    assert f"decode.hwaccel={device}" in str(raised.value) and "Unset decode.hwaccel" in str(raised.value)
+    with pytest.raises(FrameWatchError, match="has no 'no-such-device' device") as raised:
+        check_hwaccel("no-such-device")
+    assert "decode.hwaccel=no-such-device" in str(raised.value) and "Unset decode.hwaccel" in str(raised.value)
+    _no_device(monkeypatch)
+    with pytest.raises(FrameWatchError, match="cannot decode on 'cuda': PermissionError"):
+        check_hwaccel("cuda")
 
 
 def test_the_worker_refuses_to_start_with_hwaccel_it_cannot_use(tmp_path: Path) -> None:
-    env = {**os.environ, "FRAMEWATCH_DECODE__HWACCEL": "cuda"}
+    env = {**os.environ, "FRAMEWATCH_DECODE__HWACCEL": "no-such-device"}
     done = subprocess.run([sys.executable, "-m", "framewatch.cli", "worker", "--model", str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2, done.stderr
-    assert "decode.hwaccel=cuda" in done.stderr and "Traceback" not in done.stderr
+    assert "decode.hwaccel=no-such-device" in done.stderr and "Traceback" not in done.stderr
 
 
 # --- 4. the CUDA version comes from the runtime library -------------------------------------
@@ -387,7 +435,7 @@ def test_a_timing_cache_of_another_gpu_is_rejected_and_replaced(tmp_path: Path) 
 def test_an_unwritable_engine_cache_is_named_before_building(tmp_path: Path) -> None:
     manifest = make_artifact(tmp_path)
     (tmp_path / "engines").write_text("not a folder")  # as good as a folder owned by someone else
-    with pytest.raises(EngineError, match=r"cannot write the engine cache .* uid"):
+    with pytest.raises(EngineError, match=r"cannot write the engine cache"):
         trt_build.build_engine(tmp_path, manifest, trt.BuildRequest(), runtime=FakeRuntime("10.8.0", A10))  # type: ignore[arg-type]
 
 
@@ -398,6 +446,10 @@ def test_if_missing_keeps_a_matching_plan_and_rebuilds_a_stale_one(tmp_path: Pat
     trt_build.build_engine(tmp_path, manifest, trt.BuildRequest(), runtime=runtime)  # type: ignore[arg-type]
     found = trt_build.existing_engine(tmp_path, manifest, runtime)  # type: ignore[arg-type]
     assert found is not None and found[1].tensorrt_version == "10.8.0"
+    same = trt.BuildRequest()
+    assert trt_build.existing_engine(tmp_path, manifest, runtime, same) is not None  # type: ignore[arg-type]
+    for changed in (trt.BuildRequest(precision="fp32"), trt.BuildRequest(max_batch=128), trt.BuildRequest(workspace_mb=512)):
+        assert trt_build.existing_engine(tmp_path, manifest, runtime, changed) is None  # type: ignore[arg-type]
     retrained = make_artifact(tmp_path, graph=b"retrained")
     assert trt_build.existing_engine(tmp_path, retrained, runtime) is None  # type: ignore[arg-type]
 
