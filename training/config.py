@@ -76,6 +76,14 @@ class TrainConfig(BaseModel):
     distill_temperature: float = Field(2.0, gt=0)
     teacher: Path | None = Field(None, description="distill: reuse the soft labels of this teacher/guidance run")
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="stop before training when more rows are bad")
+    allow_leakage: bool = Field(False, description="train even when the same image file is in two splits (refused by default)")
+    # Data loading (training/loader.py): decoded per batch by loader processes, or once into memory
+    # when every split fits cache_mb at the training size.
+    augment: Literal["none", "flip", "stream"] = Field("flip", description="training augmentation: flip (half the frames "
+                                                       "mirrored), stream (crop, flip, colour, downscale, JPEG, blur), none")
+    loader: Literal["auto", "memory", "streamed"] = Field("auto", description="auto: in memory when the frames fit cache_mb, else streamed")
+    loader_workers: int | None = Field(None, ge=0, description="loader processes (default: the cores less one, 1 to 4; 0 = in this process)")
+    cache_mb: int = Field(1024, ge=0, description="auto loader: keep the decoded frames in memory up to this size")
     # The operating point, chosen on val (training/metrics.py choose_threshold): the lowest
     # threshold with at most 5 % false alarms on val, unless told otherwise.
     threshold_rule: Literal["fpr", "precision", "f1"] = Field("fpr", description="how the operating point is chosen on val")

@@ -1,4 +1,4 @@
-"""Image–text data sets in the Hugging Face "imagefolder" layout.
+"""Image–text data sets: the Hugging Face "imagefolder" layout, or a JSONL manifest of file paths.
 
 ::
 
@@ -9,9 +9,19 @@
       val/ …                  optional: carved from train with a fixed seed when missing
       test/ …
 
+    MANIFEST.jsonl            one JSON object a line: path (absolute, or relative to the manifest's
+                              folder), label, text, split (train/val/test), optional group;
+                              dataset.json beside it, as above
+
 ``label`` is 0/1 or a name from ``dataset.json``'s ``labels``. Images are decoded as RGB.
 Bad rows are reported with split and line number; loading stops when more than
-``max_bad_fraction`` of a split is bad. ``text`` may be empty (an untitled stream).
+``max_bad_fraction`` of a split is bad. ``text`` may be empty (an untitled stream); modes that
+never read text (``baseline``, a distilled student of a saved teacher) do not need it at all.
+
+Loading reads the rows and each image's header (a file that is not an image is a bad row
+here, not a crash mid-training), never the pixels: :mod:`framewatch.training.loader` decodes
+them per batch. ``SplitData.images`` decodes a whole split on first use, for the small tools
+(trivial baselines, CLIP) and tests.
 
 **The positive (violent) class** is stated, never guessed: ``--positive-label``, else
 ``dataset.json``'s ``positive``, else the one label whose name, lower-cased and stripped of all
@@ -28,6 +38,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -57,19 +68,31 @@ class BadRow:
 @dataclass
 class SplitData:
     name: str
-    images: np.ndarray  # uint8 N×S×S×3, RGB, resized to the training size
+    pixels: np.ndarray | None  # uint8 N×S×S×3 RGB at the training size, when decoded (see images)
     texts: list[str]
     labels: np.ndarray  # int64 N
     files: list[str] = field(default_factory=list)
     groups: list[str | None] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)  # the image files, for decoding per batch
+    image_size: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def images(self) -> np.ndarray:
+        """Every image of the split decoded at ``image_size`` (kept after the first call)."""
+        if self.pixels is None:
+            empty = np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
+            self.pixels = np.stack([load_image(p, self.image_size) for p in self.paths]) if self.paths else empty
+        return self.pixels
+
     def subset(self, indices: np.ndarray, name: str) -> SplitData:
         groups = [self.groups[i] for i in indices] if self.groups else []
-        return SplitData(name, self.images[indices], [self.texts[i] for i in indices], self.labels[indices],
-                         [self.files[i] for i in indices], groups)
+        paths = [self.paths[i] for i in indices] if self.paths else []
+        pixels = self.pixels[indices] if self.pixels is not None else None
+        return SplitData(name, pixels, [self.texts[i] for i in indices], self.labels[indices],
+                         [self.files[i] for i in indices], groups, paths, self.image_size)
 
 
 @dataclass
@@ -90,8 +113,8 @@ def read_labels(root: Path) -> list[str]:
 
 
 def read_meta(root: Path) -> tuple[list[str], str | None]:
-    """(labels, the positive label if dataset.json states it)."""
-    meta = root / "dataset.json"
+    """(labels, the positive label if dataset.json states it); beside a manifest file, its folder's."""
+    meta = (root.parent if root.is_file() else root) / "dataset.json"
     if not meta.exists():
         return list(DEFAULT_LABELS), None
     try:
@@ -150,22 +173,31 @@ def load_image(path: Path, size: int) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)
 
 
-def read_split(root: Path, split: str, labels: list[str], image_size: int) -> tuple[SplitData, list[BadRow], int]:
-    folder = root / split
-    meta = folder / "metadata.jsonl"
-    if not meta.exists():
-        raise DataError(f"{meta} is missing")
-    images: list[np.ndarray] = []
-    texts: list[str] = []
-    targets: list[int] = []
-    files: list[str] = []
-    groups: list[str | None] = []
+def check_header(path: Path) -> None:
+    """Open the image far enough to know its format and size (no pixels decoded)."""
+    with Image.open(path) as image:
+        image.size  # noqa: B018 — reading the header is the check
+
+
+@dataclass(frozen=True)
+class Row:
+    """One usable row: where the image is, its text, label index and group."""
+
+    path: Path
+    file: str
+    text: str
+    label: int
+    group: str | None
+
+
+def _rows(lines: list[tuple[int, str]], split: str, labels: list[str], resolve: Any, needs_text: bool,
+          check_images: bool = True) -> tuple[list[Row], list[BadRow], int]:
+    """Parse metadata lines; ``resolve(row)`` gives (path, shown name) or raises DataError."""
+    rows: list[Row] = []
     bad: list[BadRow] = []
-    rows = 0
-    for number, line in enumerate(meta.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        rows += 1
+    count = 0
+    for number, line in lines:
+        count += 1
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -174,38 +206,93 @@ def read_split(root: Path, split: str, labels: list[str], image_size: int) -> tu
         if not isinstance(row, dict):
             bad.append(BadRow(split, number, "not a JSON object"))
             continue
-        file_name, text, raw_label = row.get("file_name"), row.get("text"), row.get("label")
-        if not isinstance(file_name, str) or not file_name:
-            bad.append(BadRow(split, number, "missing file_name"))
+        try:
+            path, shown = resolve(row)
+        except DataError as exc:
+            bad.append(BadRow(split, number, str(exc)))
             continue
+        text = row.get("text")
+        if text is None and not needs_text:
+            text = ""  # an image-only mode never reads it
         if not isinstance(text, str):
-            bad.append(BadRow(split, number, f"missing text for {file_name} (an untitled stream is \"text\": \"\")"))
+            bad.append(BadRow(split, number, f"missing text for {shown} (an untitled stream is \"text\": \"\")"))
             continue
-        group = row.get("group")
-        index = _label_index(raw_label, labels)
+        index = _label_index(row.get("label"), labels)
         if index is None:
-            bad.append(BadRow(split, number, f"unknown label {raw_label!r} (labels: {labels})"))
-            continue
-        path = folder / file_name
-        if not path.resolve().is_relative_to(folder.resolve()):
-            bad.append(BadRow(split, number, f"file_name {file_name!r} points outside {folder}"))
+            bad.append(BadRow(split, number, f"unknown label {row.get('label')!r} (labels: {labels})"))
             continue
         if not path.exists():
-            bad.append(BadRow(split, number, f"missing file {file_name}"))
+            bad.append(BadRow(split, number, f"missing file {shown}"))
             continue
-        try:
-            pixels = load_image(path, image_size)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            bad.append(BadRow(split, number, f"unreadable image {file_name} ({exc.__class__.__name__})"))
-            continue
-        images.append(pixels)
-        texts.append(text)
-        targets.append(index)
-        files.append(file_name)
-        groups.append(None if group is None else str(group))
-    empty = np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
-    data = SplitData(split, np.stack(images) if images else empty, texts, np.asarray(targets, dtype=np.int64), files, groups)
-    return data, bad, rows
+        if check_images:
+            try:
+                check_header(path)
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                bad.append(BadRow(split, number, f"unreadable image {shown} ({exc.__class__.__name__})"))
+                continue
+        group = row.get("group")
+        rows.append(Row(path, shown, text, index, None if group is None else str(group)))
+    return rows, bad, count
+
+
+def read_split(root: Path, split: str, labels: list[str], image_size: int, needs_text: bool = True,
+               check_images: bool = True) -> tuple[SplitData, list[BadRow], int]:
+    """One split of an imagefolder data set, or of a manifest file (rows whose ``split`` is this one)."""
+    if root.is_file():
+        lines = [(n, line) for n, line in enumerate(root.read_text().splitlines(), start=1) if line.strip()]
+        mine = []
+        for number, line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or row.get("split") == split or (split == "train" and row.get("split") not in SPLITS):
+                mine.append((number, line))  # rows without a valid split are reported with train
+
+        def resolve(row: dict[str, Any]) -> tuple[Path, str]:
+            raw = row.get("path")
+            if not isinstance(raw, str) or not raw:
+                raise DataError("missing path")
+            if row.get("split") not in SPLITS:
+                raise DataError(f"split {row.get('split')!r} is not one of {list(SPLITS)}")
+            path = Path(raw)
+            return (path if path.is_absolute() else root.parent / path), raw
+
+        rows, bad, count = _rows(mine, split, labels, resolve, needs_text, check_images)
+        bad = [BadRow(root.name, b.line, b.reason) for b in bad]
+    else:
+        folder = root / split
+        meta = folder / "metadata.jsonl"
+        if not meta.exists():
+            raise DataError(f"{meta} is missing")
+
+        def resolve(row: dict[str, Any]) -> tuple[Path, str]:
+            file_name = row.get("file_name")
+            if not isinstance(file_name, str) or not file_name:
+                raise DataError("missing file_name")
+            path = folder / file_name
+            if not path.resolve().is_relative_to(folder.resolve()):
+                raise DataError(f"file_name {file_name!r} points outside {folder}")
+            return path, file_name
+
+        lines = [(n, line) for n, line in enumerate(meta.read_text().splitlines(), start=1) if line.strip()]
+        rows, bad, count = _rows(lines, split, labels, resolve, needs_text, check_images)
+    data = SplitData(split, None, [r.text for r in rows], np.asarray([r.label for r in rows], dtype=np.int64),
+                     [r.file for r in rows], [r.group for r in rows], [r.path for r in rows], image_size)
+    return data, bad, count
+
+
+def has_split(root: Path, split: str) -> bool:
+    if root.is_file():
+        for line in root.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and row.get("split") == split:
+                return True
+        return False
+    return (root / split / "metadata.jsonl").exists()
 
 
 def carve_validation(train: SplitData, fraction: float = VAL_FRACTION, seed: int = VAL_SEED) -> tuple[SplitData, SplitData]:
@@ -244,10 +331,10 @@ def carve_validation(train: SplitData, fraction: float = VAL_FRACTION, seed: int
 
 
 def load_dataset(root: Path | str, image_size: int, max_bad_fraction: float = 0.01, splits: tuple[str, ...] = SPLITS,
-                 positive_label: str | None = None) -> Dataset:
+                 positive_label: str | None = None, needs_text: bool = True, check_images: bool = True) -> Dataset:
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir() and not (root.is_file() and root.suffix == ".jsonl"):
+        raise DataError(f"data {root} does not exist (a data folder, or a .jsonl manifest)")
     labels, stated = read_meta(root)
     if positive_label is not None:
         violent_index = positive_index(labels, positive_label)
@@ -258,9 +345,9 @@ def load_dataset(root: Path | str, image_size: int, max_bad_fraction: float = 0.
     too_bad: list[str] = []
     val_carved = False
     for split in splits:
-        if split == "val" and not (root / "val" / "metadata.jsonl").exists():
+        if split == "val" and not has_split(root, "val"):
             continue
-        data, bad, rows = read_split(root, split, labels, image_size)
+        data, bad, rows = read_split(root, split, labels, image_size, needs_text, check_images)
         all_bad.extend(bad)
         if rows and len(bad) / rows > max_bad_fraction:
             too_bad.append(f"{split}: {len(bad)} of {rows} rows are bad ({len(bad) / rows:.1%} > {max_bad_fraction:.1%})")

@@ -38,6 +38,8 @@ from torch import nn
 from framewatch.training.config import TrainConfig
 from framewatch.training.data import Dataset, SplitData, load_dataset, stratified_subset
 from framewatch.training.distributed import DDPAdapter, Placement, average_buffers, place, seed_everything
+from framewatch.training.leakage import refuse_leakage
+from framewatch.training.loader import LoaderPlan, SplitLoader, batch_indices, flip_batch, plan_loader
 from framewatch.training.metrics import binary_metrics, choose_threshold
 from framewatch.training.models import (
     FusionConfig,
@@ -49,6 +51,7 @@ from framewatch.training.models import (
 from framewatch.training.models.encoders import TextEncoder, image_data_config
 from framewatch.training.preprocess import Preprocess
 from framewatch.training.runs import CHECKPOINT_DIR, RunError, save_run, variant_name
+from framewatch.training.textcache import cached_text
 
 TEXT_MODULE = "text_encoder"  # the fused network's submodule name for a text encoder that trains
 
@@ -57,34 +60,29 @@ TEXT_MODULE = "text_encoder"  # the fused network's submodule name for a text en
 
 @dataclass
 class SplitTensors:
-    """One split ready for the loops: pixels, labels and (when needed) text."""
+    """One split ready for the loops: its pixel source, labels and (when needed) text."""
 
     data: SplitData
-    pixels: torch.Tensor
+    pixels: SplitLoader | torch.Tensor  # a tensor: the frames in memory (tests, small tools)
     labels: torch.Tensor
     text_features: torch.Tensor | None = None  # frozen text: computed once
     input_ids: torch.Tensor | None = None  # trained text: tokenised once
     attention_mask: torch.Tensor | None = None
     teacher_probs: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        self.loader = self.pixels if isinstance(self.pixels, SplitLoader) else SplitLoader.in_memory(self.data, self.pixels)
+
     def __len__(self) -> int:
         return len(self.labels)
 
 
 def batches(split: SplitTensors, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
-            rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
-    order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
-    if world > 1:
-        # Every rank takes the same number of samples and so the same number of steps (the first
-        # indices are repeated, as torch's DistributedSampler does): a rank with one step more
-        # would wait forever in an all-reduce the others never join.
-        padded = math.ceil(len(order) / world) * world
-        order = order.repeat(math.ceil(padded / max(len(order), 1)))[:padded][rank::world]
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        if shuffle and len(idx) < 2 < len(order):
-            break  # BatchNorm cannot train on a single sample; it is seen again next epoch
-        batch = {"pixels": split.pixels[idx], "labels": split.labels[idx]}
+            rank: int = 0, world: int = 1, augment_seed: tuple[int, int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches in :func:`~framewatch.training.loader.batch_indices` order, decoded by the split's loader."""
+    order = batch_indices(len(split), batch_size, shuffle, generator, rank, world)
+    for idx, pixels in split.loader(order, augment_seed):
+        batch = {"pixels": pixels, "labels": split.labels[idx]}
         for name in ("text_features", "input_ids", "attention_mask", "teacher_probs"):
             value = getattr(split, name)
             if value is not None:
@@ -93,20 +91,7 @@ def batches(split: SplitTensors, batch_size: int, shuffle: bool, generator: torc
 
 
 def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(len(pixels), generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), pixels.flip(2), pixels)
-
-
-@torch.no_grad()
-def encode_text_once(text: TextEncoder, split: SplitTensors, device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    assert split.input_ids is not None and split.attention_mask is not None
-    text.eval()
-    chunks = []
-    for start in range(0, len(split), batch_size):
-        ids = split.input_ids[start : start + batch_size].to(device)
-        mask = split.attention_mask[start : start + batch_size].to(device)
-        chunks.append(text(ids, mask).float().cpu())
-    return torch.cat(chunks)
+    return flip_batch(pixels, generator)
 
 
 # --- one stage ---------------------------------------------------------------------------
@@ -218,8 +203,10 @@ def run_stage(
         for module in frozen:
             module.eval()
         running, seen, steps = 0.0, 0, 0
-        for batch in batches(train, cfg.batch_size, shuffle=True, generator=generator, rank=rt.rank, world=rt.world):
-            batch["pixels"] = augment(batch["pixels"], generator)
+        stream_seed = (cfg.seed, epoch) if cfg.augment == "stream" else None
+        for batch in batches(train, cfg.batch_size, shuffle=True, generator=generator, rank=rt.rank, world=rt.world, augment_seed=stream_seed):
+            if cfg.augment == "flip":
+                batch["pixels"] = augment(batch["pixels"], generator)
             batch = {k: v.to(rt.device) for k, v in batch.items()}
             with autocast(rt.device):
                 logits = forward_with(trained, forward, batch)
@@ -305,27 +292,36 @@ class Prepared:
     preprocess: Preprocess
     splits: dict[str, SplitTensors]
     text: TextEncoder | None
+    loader: LoaderPlan | None = None
+    text_cache: dict[str, str] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for split in self.splits.values():
+            split.loader.close()
 
 
 def prepare(cfg: TrainConfig, rt: Placement, needs_text: bool) -> Prepared:
-    dataset = load_dataset(cfg.data, cfg.image_size, cfg.max_bad_fraction, positive_label=cfg.positive_label)
+    dataset = load_dataset(cfg.data, cfg.image_size, cfg.max_bad_fraction, positive_label=cfg.positive_label, needs_text=needs_text)
+    if not cfg.allow_leakage:
+        refuse_leakage(dataset)  # the cheap part of `framewatch data check`: the same image in two splits
     if cfg.train_size is not None:  # after validation is carved: a smaller training set never shrinks val
         dataset.splits["train"] = stratified_subset(dataset.splits["train"], cfg.train_size, cfg.seed)
     probe = build_image_encoder(cfg.image_encoder, pretrained=False)
     data_cfg = image_data_config(probe)
     preprocess = Preprocess(data_cfg["mean"], data_cfg["std"]).to(rt.device)  # type: ignore[arg-type]
-    splits = {name: SplitTensors(data, torch.from_numpy(data.images), torch.from_numpy(data.labels)) for name, data in dataset.splits.items()}
+    plan = plan_loader(list(dataset.splits.values()), cfg.loader, cfg.cache_mb, cfg.loader_workers)
+    splits = {name: SplitTensors(data, SplitLoader(data, plan), torch.from_numpy(data.labels)) for name, data in dataset.splits.items()}
     text = None
+    cache_status: dict[str, str] = {}
     if needs_text:
         text = build_text_encoder(cfg.text_encoder, cfg.text_max_length).to(rt.device)
-        for split in splits.values():
-            tokens = text.tokenize(split.data.texts)
-            split.input_ids, split.attention_mask = tokens["input_ids"], tokens["attention_mask"]
         if cfg.freeze_text:
             text.freeze()
-            for split in splits.values():
-                split.text_features = encode_text_once(text, split, rt.device)
-    return Prepared(dataset, preprocess, splits, text)
+        for name, split in splits.items():
+            cached, cache_status[name] = cached_text(text, cfg, name, split.data.texts, cfg.freeze_text, rt.device)
+            split.input_ids, split.attention_mask = cached["input_ids"], cached["attention_mask"]
+            split.text_features = cached.get("features")
+    return Prepared(dataset, preprocess, splits, text, plan, cache_status)
 
 
 def fused_forward(model: GuidanceNetwork, prep: Prepared) -> ForwardFn:
@@ -443,6 +439,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 history += result.history
 
     metrics = evaluate(final_model, final_forward, prep, cfg, rt, violent)
+    prep.close()
     summary: dict[str, Any] = {
         "mode": cfg.mode,
         "variant": cfg.variant or variant_name(cfg),
@@ -456,7 +453,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "train_seconds": round(time.monotonic() - started, 1),
         "head_firing": metrics["head_firing"],
         "data": {"root": str(cfg.data), "sizes": {k: len(v) for k, v in prep.splits.items()}, "val_carved": prep.dataset.val_carved,
-                 "bad_rows": [str(b) for b in prep.dataset.bad_rows]},
+                 "bad_rows": [str(b) for b in prep.dataset.bad_rows], "loader": prep.loader.to_json() if prep.loader else None,
+                 "augment": cfg.augment, "text_cache": prep.text_cache},
         **extra,
     }
     if rt.main:

@@ -127,6 +127,33 @@ def _bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_train(args: argparse.Namespace) -> int:
+    _benchmarks()
+    from rich.console import Console
+    from rich.table import Table
+
+    from framewatch.benchmarks.training import bench_train
+
+    console = Console()
+    result = bench_train(args.images, args.image_size, args.image_encoder, args.data, args.steps, args.warmup, args.batch_size,
+                         args.workers, tuple(args.paths), progress=lambda text: console.print(f"[dim]· {text}"))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"framewatch bench train: {args.images} frames at {args.image_size} px, {args.image_encoder}")
+    for column in ("path", "first step, s", "images/s", "peak RSS, MiB", "loader RSS, MiB"):
+        table.add_column(column, justify="right" if column != "path" else "left")
+    for path in args.paths:
+        row = result.get(path, {})
+        if "images_per_second" in row:
+            table.add_row(path, f"{row['first_step_seconds']:.1f}", f"{row['images_per_second'] or 0:.1f}", f"{row['peak_rss_mb']:.0f}",
+                          f"{row['loader_rss_mb']:.0f}")
+        else:
+            table.add_row(path, row.get("skipped") or "failed: " + str(row.get("failed", ""))[-200:], "", "", "")
+    console.print(table)
+    print(f"wrote {args.json}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="benchmarks that write JSON", description="Benchmarks; each writes JSON and prints a table.")
     bench_commands = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
@@ -163,3 +190,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     be.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     be.add_argument("--rounds", type=int, default=7)
     be.set_defaults(handler=_bench_engine)
+
+    bt = bench_commands.add_parser(
+        "train", help="the training data paths: streamed vs in memory (RSS, images/s, time to first step)",
+        description="Write a synthetic set of --images frames (or use --data), then train the image classifier for --steps steps "
+        "once per data path, each in its own process: streamed (decoded per batch by loader processes) and in memory "
+        "(decoded once first; skipped when it would not fit). Reports peak RSS of the training process, the loader processes' "
+        "RSS, steady-state images/s and time to first step.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bt.add_argument("--images", type=int, default=2000, help="synthetic frames to write (ignored with --data)")
+    bt.add_argument("--image-size", type=int, default=224)
+    bt.add_argument("--image-encoder", default="efficientnet_lite0")
+    bt.add_argument("--data", type=Path, default=None, help="an existing data set (its train split) instead of a synthetic one")
+    bt.add_argument("--steps", type=int, default=30)
+    bt.add_argument("--warmup", type=int, default=5, help="steps left out of images/s")
+    bt.add_argument("--batch-size", type=int, default=32)
+    bt.add_argument("--workers", type=int, default=None, help="loader processes (default: cores less one, 1 to 4)")
+    bt.add_argument("--paths", nargs="+", choices=["streamed", "memory"], default=["streamed", "memory"])
+    bt.add_argument("--json", type=Path, required=True, help="output file")
+    bt.set_defaults(handler=_bench_train)

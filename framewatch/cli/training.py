@@ -25,6 +25,41 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from framewatch.training.datacheck import check_dataset, print_report, write_report
+
+    if not args.data.exists():
+        raise FrameWatchError(f"data {args.data} does not exist (a data folder, or a .jsonl manifest)")
+    report = check_dataset(args.data, args.text_encoder, args.text_max_length, args.image_size, args.near_bits, progress=not args.quiet)
+    out = args.json or ((args.data.parent if args.data.is_file() else args.data) / "data_check.json")
+    write_report(report, out)
+    print_report(report)
+    print(f"report: {out}")
+    return 1 if report["problems"] else 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from framewatch.training.preview import write_preview
+
+    out = write_preview(args.data, args.out, args.augment, args.samples, args.variants, args.image_size, args.seed)
+    print(f"wrote {out}")
+    return 0
+
+
+def _from_videos(args: argparse.Namespace) -> int:
+    import json
+
+    from framewatch.training.fromvideo import frames_from_videos
+
+    summary = frames_from_videos(args.manifest, args.out, args.image_size, args.sample_fps, args.keyframes_only, args.interpolation,
+                                 args.labels.split(",") if args.labels else None, args.seed, progress=not args.quiet)
+    for failure in summary["failed"]:
+        print(f"skipped: {failure}", file=sys.stderr)
+    print(json.dumps({k: v for k, v in summary.items() if k != "failed"}))
+    print(f"wrote {sum(summary['frames'].values())} frames to {args.out}; train with `framewatch train --data {args.out} --image-size {args.image_size}`")
+    return 0
+
+
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per field of the training schema (framewatch.training.config.TrainConfig); each
     help line shows the schema's default. Flags left out keep the recipe's value."""
@@ -33,7 +68,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="RECIPE", default=None,
                         help="a recipe YAML file, or the name of a shipped one (training/recipes/: "
                         + ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))) + ")")
-    booleans = {"pretrained", "resume"}
+    booleans = {name for name, field in TrainConfig.model_fields.items() if field.annotation is bool}
     skip = {"freeze_text", "progress"}
     for name, field in TrainConfig.model_fields.items():
         if name in skip:
@@ -135,7 +170,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         for name in COMMANDS:
             commands.add_parser(name, help="(not installed in this image)").set_defaults(handler=_missing, accepts_anything=True)
         return
-    data = commands.add_parser("data", help="data set tools (synthetic generator)", description="Data set tools.")
+    data = commands.add_parser("data", help="data set tools: synth, check, preview, from-videos",
+                               description="Data set tools: a synthetic set, checks before training, an augmentation preview, frames from video.")
     data_cmds = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     synth = data_cmds.add_parser(
         "synth", help="write a synthetic stream-moderation image–text data set",
@@ -152,6 +188,53 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--cue-scale", type=float, default=2.0, help="size of violence cues and look-alikes (see training/synth.py)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
+    check = data_cmds.add_parser(
+        "check", help="report bad rows, class balance, leakage between splits, caption lengths, image sizes",
+        description="Decode every image once and report: bad rows and unreadable files, class balance per split, the same or "
+        "a near-identical image in two splits (leakage), captions longer than the text encoder's max_length (truncated), "
+        "empty captions, image sizes. A table on the terminal and JSON beside the data (--json). Exit 1 when there are problems.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    check.add_argument("data", type=Path, help="data folder (imagefolder) or .jsonl manifest")
+    check.add_argument("--text-encoder", default="minilm", help="whose tokenizer counts caption tokens")
+    check.add_argument("--text-max-length", type=int, default=25, help="tokens the text encoder keeps")
+    check.add_argument("--image-size", type=int, default=96, help="the training size (smaller images are counted)")
+    check.add_argument("--near-bits", type=int, default=4, help="near-duplicate: difference hashes within this many of 64 bits")
+    check.add_argument("--json", type=Path, default=None, help="report file (default: DATA/data_check.json)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(handler=_check)
+    preview = data_cmds.add_parser(
+        "preview", help="write a picture of augmented training frames",
+        description="A grid of training frames: the original, then augmented draws as training makes them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    preview.add_argument("data", type=Path)
+    preview.add_argument("--out", type=Path, default=Path("augmentation_preview.png"))
+    preview.add_argument("--augment", choices=["stream", "flip", "none"], default="stream")
+    preview.add_argument("--samples", type=int, default=6, help="frames (rows)")
+    preview.add_argument("--variants", type=int, default=5, help="augmented draws per frame (columns)")
+    preview.add_argument("--image-size", type=int, default=96)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.set_defaults(handler=_preview)
+    videos = data_cmds.add_parser(
+        "from-videos", help="cut an image–text data set from labelled videos with the worker's decoder",
+        description="Read a CSV or JSONL manifest (path, label, text, optional start_s, end_s, split, group), decode each video "
+        "with the worker's own decoder, sampling and resize, and write an imagefolder data set of lossless PNG frames at the "
+        "model's input size: a training frame is the same pixels the worker scores for that moment. Videos without a split "
+        "are assigned by group (the path), seeded, 70/15/15.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    videos.add_argument("manifest", type=Path)
+    videos.add_argument("--out", type=Path, required=True, help="data folder to write")
+    videos.add_argument("--image-size", type=int, default=96, help="the model's input size")
+    videos.add_argument("--sample-fps", type=float, default=1.0, help="frames per second of video (the worker's decode.sample_fps)")
+    videos.add_argument("--keyframes-only", action="store_true", help="key frames only (the worker's decode.keyframes_only)")
+    videos.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"], default="bilinear",
+                        help="the resize filter (the artifact's preprocessing.resize)")
+    videos.add_argument("--labels", default=None, help="comma-separated label names (default: non-violent,violent)")
+    videos.add_argument("--seed", type=int, default=0, help="assigns videos without a split")
+    videos.add_argument("--quiet", action="store_true", help="no progress bar")
+    videos.set_defaults(handler=_from_videos)
 
     tr = commands.add_parser(
         "train", help="train a classifier (baseline, guidance, teacher, distill)",
