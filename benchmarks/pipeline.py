@@ -1,15 +1,20 @@
 """`framewatch bench pipeline` and `framewatch bench soak`: the worker measured against its limits.
 
-One run of ``pipeline`` measures, on the same segments and the same model:
+One run of ``pipeline`` measures, on the same segments and the same model, for every sampling
+policy (``grid``, ``keyframes``, ``adaptive``; worker/sampling.py), under ``policies``:
 
-* ``decode_fps``  the decode pool alone (PyAV decode + 1-fps sampling + resize), sampled frames/s;
-* ``infer_fps``   the engine alone at the worker's ``max_batch``, frames/s (and by batch size, plotted);
+* ``decode_fps``  the decode pool alone (PyAV decode + sampling + resize), sampled frames/s;
 * ``e2e_fps``     the real `framewatch worker` process from a Kafka backlog to Redis, commits included,
                   sampled frames/s between 10 % and 90 % of the backlog (start-up and tail excluded);
-* ``naive_fps``   framewatch.benchmarks.naive_worker on the same backlog;
+* ``peer_fps``    benchmarks/ffmpeg_peer.py (ffmpeg subprocesses, same engine and Redis) on the same backlog;
+* ``streams_per_core`` the live streams of this video that ``e2e_fps`` keeps up with, per core;
 * ``p50_latency_ms``/``p99_latency_ms`` a segment's production to its last score visible in Redis,
                   with segments produced at half of ``e2e_fps``;
-* ``rss_mb``      the worker process's peak resident memory (its decode processes reported apart).
+* ``rss_mb``      the worker process's peak resident memory (its decode processes reported apart);
+* ``detection_delay_s`` the stream time from a violent event's start to the alert (benchmarks/detection.py);
+
+and once: ``infer_fps``, the engine alone at the worker's ``max_batch`` (and by batch size, plotted).
+The top-level fields repeat the configured policy's (``decode.policy``, grid by default).
 
 The workload is synthetic but shaped like live video: 1280×720 at 30 fps in 2-second H.264
 MPEG-TS segments, one keyframe each, with film grain so the bitrate (~5 Mbps) and hence the
@@ -47,6 +52,7 @@ from framewatch.machine import describe, pyplot
 from framewatch.worker import contracts
 from framewatch.worker.decode import DecodeRequest, decode_request, decode_segment
 from framewatch.worker.media import encode_segment
+from framewatch.worker.sampling import POLICIES
 
 
 @dataclass(frozen=True)
@@ -243,9 +249,10 @@ class PacedResult:
 
 def run_paced(producer: KafkaProducer, client: redis.Redis, sandbox: Sandbox, segments: list[BenchSegment], streams: list[str],
               segments_per_second: float, seconds: float, pid: int, segment_ms: int, on_tick: Callable[[float], None] | None = None,
-              memory_every_s: float = 1.0) -> PacedResult:
+              memory_every_s: float = 1.0, last_pts: Callable[[BenchSegment], int] | None = None) -> PacedResult:
     """Produce at a fixed rate and time each segment from production until its last sampled frame's
-    score is in Redis (the stream hash's pts_ms reaches it)."""
+    score is in Redis (the stream hash's pts_ms reaches it). ``last_pts`` gives that frame's offset
+    in a segment (default: the grid's last sampled frame; key frames: the segment's first)."""
     pending: dict[str, deque[tuple[int, float, float]]] = {s: deque() for s in streams}  # (last pts, wall, mono)
     lock = threading.Lock()
     stop = threading.Event()
@@ -260,7 +267,8 @@ def run_paced(producer: KafkaProducer, client: redis.Redis, sandbox: Sandbox, se
             stop.wait(max(0.0, due - time.monotonic()))
             with lock:  # registered before the watcher can see its score
                 stream, seg, start_ms, wall = send_nth_segment(producer, sandbox, segments, streams, index, segment_ms)
-                pending[stream].append((start_ms + seg.sampled_offsets_ms[-1], wall, time.monotonic()))
+                offset = last_pts(seg) if last_pts is not None else seg.sampled_offsets_ms[-1]
+                pending[stream].append((start_ms + offset, wall, time.monotonic()))
             index += 1
         producer.flush()
 
@@ -312,10 +320,14 @@ class PipelineOptions:
     seconds: float = 30.0
     backend: str = "auto"
     batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
-    profile: Path | None = None  # py-spy flame graph of the worker at saturation
+    profile: Path | None = None  # py-spy flame graph of the worker at saturation (default policy)
     workload: Workload = field(default_factory=Workload)
     log_dir: Path | None = None
     progress: Callable[[str], None] = print
+    policies: tuple[str, ...] = POLICIES
+    peer: bool = True  # the ffmpeg-subprocess peer (benchmarks/ffmpeg_peer.py)
+    naive: bool = False  # the naive worker (benchmarks/naive_worker.py), the first round's yardstick
+    max_backlog_segments: int = 1200  # ~0.7 GB of 720p segments: the broker stores the whole backlog
 
 
 def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
@@ -324,115 +336,206 @@ def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
         "FRAMEWATCH_BATCH__MAX_BATCH": str(settings.batch.max_batch),
         "FRAMEWATCH_BATCH__MAX_DELAY_MS": str(settings.batch.max_delay_ms),
         "FRAMEWATCH_DECODE__WORKERS": str(settings.decode.workers),
+        "FRAMEWATCH_DECODE__POLICY": settings.decode.policy,
+        "FRAMEWATCH_DECODE__WATCH_ON": str(settings.decode.watch_on),
+        "FRAMEWATCH_DECODE__WATCH_OFF": str(settings.decode.watch_off),
         "FRAMEWATCH_BACKEND": settings.backend,
         "FRAMEWATCH_INTRA_OP_THREADS": str(settings.intra_op_threads),
         "FRAMEWATCH_LOG_LEVEL": "warning",
     }
 
 
+def watch_committed(client: redis.Redis, sandbox: Sandbox, streams: list[str], pid: int, timeout_s: float,
+                    on_first_frames: Callable[[], None] | None = None) -> Timeline:
+    """Like :func:`watch_until`, for a backlog whose frame count is not known in advance (the
+    adaptive policy decides per segment): until every offset is committed."""
+    timeline = Timeline()
+    ends = end_offsets(sandbox)
+    started = last_check = time.monotonic()
+    last_memory = 0.0
+    while time.monotonic() - started < timeout_s:
+        now = time.monotonic()
+        seen = stream_frames(client, sandbox.keys, streams)
+        if seen and on_first_frames is not None and (not timeline.points or timeline.points[-1][1] == 0):
+            on_first_frames()
+        timeline.points.append((now, seen))
+        if now - last_memory > 0.5:
+            rss, children = process_memory(pid)
+            timeline.rss_mb.append(rss)
+            timeline.decoders_rss_mb.append(children)
+            last_memory = now
+        if now - last_check > 0.5:
+            last_check = now
+            if committed_offsets(sandbox) == ends:
+                timeline.points.append((time.monotonic(), stream_frames(client, sandbox.keys, streams)))
+                break
+        time.sleep(0.05)
+    return timeline
+
+
 def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> dict[str, Any]:
-    from framewatch.benchmarks.naive_worker import run_naive_worker
+    """Every policy of ``options.policies`` measured in one run; the top-level fields are those of
+    ``settings.decode.policy`` (the configured default), as before policies existed."""
     from framewatch.devservices import running_services
 
     say = options.progress
     w = options.workload
     engine = load(options.model, options.backend, intra_op_threads=settings.intra_op_threads)
-    request = decode_request_factory(settings, engine, round(w.segment_seconds * 1000))
-    say(f"encoding {w.distinct_segments} distinct {w.width}×{w.height} {w.fps:g} fps segments of {w.segment_seconds:g} s")
-    segments = make_segments(w, request)
-    per_segment = statistics.mean(s.sampled for s in segments)
     segment_ms = round(w.segment_seconds * 1000)
-    bitrate = statistics.mean(len(s.payload) for s in segments) * 8 / w.segment_seconds / 1e6
-
-    say(f"decode pool alone ({settings.decode.workers} processes, {options.seconds / 3:.0f} s)")
-    decode = measure_decode(segments, request, settings.decode.workers, options.seconds / 3)
     sizes = sorted({b for b in options.batch_sizes if b <= settings.batch.max_batch} | {settings.batch.max_batch})
     say(f"engine alone, batch sizes {sizes}")
     by_batch = measure_infer(engine, sizes, seconds_each=max(1.0, options.seconds / 15))
     infer_fps = by_batch[settings.batch.max_batch]
-    bound = 1.0 / (1.0 / decode["decode_fps"] + 1.0 / infer_fps)
-
+    say(f"encoding {w.distinct_segments} distinct {w.width}×{w.height} {w.fps:g} fps segments of {w.segment_seconds:g} s")
+    grid_request = decode_request_factory(settings.model_copy(update={"decode": settings.decode.model_copy(update={"policy": "grid"})}),
+                                          engine, segment_ms)
+    segments = make_segments(w, grid_request)
+    bitrate = statistics.mean(len(s.payload) for s in segments) * 8 / w.segment_seconds / 1e6
     log_dir = options.log_dir or options.json_out.parent / f"{options.json_out.stem}-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    policies: dict[str, dict[str, Any]] = {}
+    default = settings.decode.policy if settings.decode.policy in options.policies else options.policies[0]
     with running_services() as services:
-        sandbox = Sandbox(services.kafka_bootstrap, services.redis_url, partitions=max(options.streams, 1), name=uuid.uuid4().hex[:8])
-        sandbox.create_topics()
-        client = redis.Redis.from_url(services.redis_url)
-        producer = KafkaProducer(bootstrap_servers=sandbox.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
-        backlog_streams = [f"bench-{i}" for i in range(options.streams)]
-        count = max(options.streams * 2, math.ceil(bound * options.seconds / max(per_segment, 1)))
-        say(f"backlog: {count} segments over {options.streams} streams")
-        total = produce_backlog(producer, sandbox, segments, backlog_streams, count, segment_ms)
-        worker = WorkerProcess(sandbox, options.model, log_dir / "worker.log", extra_env=worker_env(settings))
-        profiler: subprocess.Popen[bytes] | None = None
-        try:
-            say(f"worker at saturation ({total} frames)")
-            profilers: list[subprocess.Popen[bytes] | None] = []
-
-            def profile() -> None:
-                if options.profile is not None:
-                    profilers.append(start_profiler(worker.process.pid, options.profile, options.seconds / 2))
-
-            timeline = watch_until(client, sandbox, backlog_streams, total, worker.process.pid, options.seconds * 20 + 60, profile)
-            profiler = profilers[0] if profilers else None
-            e2e_fps = timeline.rate_between(total)
-            scored = timeline.points[-1][1] if timeline.points else 0
-            wait_committed(sandbox, timeout_s=30)
-            half_rate = 0.5 * e2e_fps / max(per_segment, 1)
-            say(f"latency at half load ({half_rate:.2f} segments/s for {options.seconds:.0f} s)")
-            paced = run_paced(producer, client, sandbox, segments, [f"latency-{i}" for i in range(options.streams)], max(half_rate, 0.1),
-                              options.seconds, worker.process.pid, segment_ms)
-            rss_peak = max([*timeline.rss_mb, *(r for _, r, _ in paced.rss)], default=0.0)
-            decoders_peak = max([*timeline.decoders_rss_mb, *(c for _, _, c in paced.rss)], default=0.0)
-        finally:
-            if profiler is not None:
-                profiler.wait(timeout=options.seconds + 60)
-            exit_code = worker.stop()
-        say(f"naive worker on the same backlog ({options.seconds:.0f} s)")
-        naive = run_naive_worker(engine, sandbox.bootstrap, sandbox.topic, f"naive-{sandbox.name}", services.redis_url, f"naive{sandbox.name}",
-                                 options.seconds, settings.decode.sample_fps, {"session_timeout_ms": 6000, "max_poll_interval_ms": 60000})
-        producer.close()
-        client.close()
-
-    goal_latency = 2 * (segment_ms + settings.batch.max_delay_ms)
+        for policy in options.policies:
+            policy_settings = settings.model_copy(update={"decode": settings.decode.model_copy(update={"policy": policy, "keyframes_only": False})})
+            policies[policy] = measure_policy(policy, options, policy_settings, engine, segments, infer_fps, services, log_dir,
+                                              profile=options.profile if policy == default else None)
+    top = policies[default]
+    cores = describe()["cores"]
     result: dict[str, Any] = {
-        "decode_fps": round(decode["decode_fps"], 2),
+        "decode_fps": top["decode_fps"],
         "infer_fps": round(infer_fps, 2),
-        "e2e_fps": round(e2e_fps, 2),
-        "naive_fps": round(naive.frames_per_second, 2),
-        "p50_latency_ms": round(percentile(paced.latencies_ms, 50), 1),
-        "p99_latency_ms": round(percentile(paced.latencies_ms, 99), 1),
-        "rss_mb": round(rss_peak, 1),
+        "e2e_fps": top["e2e_fps"],
+        "naive_fps": top.get("naive_fps"),
+        "peer_fps": top.get("peer_fps"),
+        "p50_latency_ms": top["p50_latency_ms"],
+        "p99_latency_ms": top["p99_latency_ms"],
+        "rss_mb": top["rss_mb"],
+        "policy": default,
         "machine": describe(),
         "backend": engine.backend,
         "model": {"name": engine.name, "path": str(options.model), "input_size": list(engine.input_size)},
         "batch": {"max_batch": settings.batch.max_batch, "max_delay_ms": settings.batch.max_delay_ms,
                   "decode_workers": settings.decode.workers, "sample_fps": settings.decode.sample_fps},
-        "workload": {**asdict(w), "streams": options.streams, "bitrate_mbps": round(bitrate, 2), "sampled_frames_per_segment": per_segment,
-                     "backlog_segments": count, "backlog_frames": total, "scored_frames": scored},
-        "derived": {
-            "decoded_fps": round(decode["decoded_fps"], 1),
-            "two_stage_bound_fps": round(bound, 2),
-            "e2e_over_bound": round(e2e_fps / bound, 3) if bound else None,
-            "e2e_over_naive": round(e2e_fps / naive.frames_per_second, 2) if naive.frames_per_second else None,
-            "latency_goal_ms": goal_latency,
-            "latency_samples": len(paced.latencies_ms),
-            "latency_unfinished": paced.unfinished,
-            "decoders_rss_mb": round(decoders_peak, 1),
-            "naive_frames": naive.frames,
-            "worker_exit_code": exit_code,
-        },
+        "workload": {**asdict(w), "streams": options.streams, "bitrate_mbps": round(bitrate, 2), **top["workload"]},
+        "derived": top["derived"],
         "goals": {
-            "e2e_at_least_0.85_of_bound": bool(e2e_fps >= 0.85 * bound),
-            "e2e_at_least_8x_naive": bool(naive.frames_per_second and e2e_fps >= 8 * naive.frames_per_second),
-            "p99_within_2x_segment_plus_delay": bool(paced.latencies_ms and percentile(paced.latencies_ms, 99) <= goal_latency),
+            "e2e_at_least_0.90_of_bound_every_policy": all(p["derived"]["e2e_over_bound"] >= 0.90 for p in policies.values()),
+            "keyframes_6x_streams_per_core_of_grid": bool("keyframes" in policies and "grid" in policies
+                                                          and policies["keyframes"]["streams_per_core"] >= 6 * policies["grid"]["streams_per_core"]),
+            "e2e_at_least_1.3x_peer_every_policy": all(bool(p.get("peer_fps")) and p["e2e_fps"] >= 1.3 * p["peer_fps"] for p in policies.values()),
+            "p99_within_segment_plus_1s_every_policy": all(p["p99_latency_ms"] <= segment_ms + 1000 for p in policies.values()),
         },
+        "policies": policies,
+        "cores": cores,
         "throughput_by_batch": {str(b): round(v, 1) for b, v in by_batch.items()},
     }
     options.json_out.parent.mkdir(parents=True, exist_ok=True)
     options.json_out.write_text(json.dumps(result, indent=2) + "\n")
     plot_pipeline(result, options.json_out.with_suffix(".png"))
     return result
+
+
+def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSettings, engine: Engine, segments: list[BenchSegment],
+                   infer_fps: float, services: Any, log_dir: Path, profile: Path | None = None) -> dict[str, Any]:
+    """One policy: the decode pool alone, the worker from a backlog, latency at half load, the peer(s)."""
+    from framewatch.benchmarks.detection import detection_delay
+    from framewatch.benchmarks.ffmpeg_peer import FFMPEG_MISSING, ffmpeg_binary, run_ffmpeg_peer
+    from framewatch.benchmarks.naive_worker import run_naive_worker
+
+    say = options.progress
+    w = options.workload
+    segment_ms = round(w.segment_seconds * 1000)
+    request = decode_request_factory(settings, engine, segment_ms)
+    # What one segment yields under this policy (adaptive: keyframes while calm; measured below).
+    sampled = [len(decode_segment(request(s.payload, s.content_type, 0)).frames) for s in segments]
+    per_segment = statistics.mean(sampled)
+    say(f"[{policy}] decode pool alone ({settings.decode.workers} processes, {options.seconds / 3:.0f} s)")
+    decode = measure_decode(segments, request, settings.decode.workers, options.seconds / 3)
+    bound = 1.0 / (1.0 / decode["decode_fps"] + 1.0 / infer_fps)
+    sandbox = Sandbox(services.kafka_bootstrap, services.redis_url, partitions=max(options.streams, 1), name=f"{policy[:4]}{uuid.uuid4().hex[:6]}")
+    sandbox.create_topics()
+    client = redis.Redis.from_url(services.redis_url)
+    producer = KafkaProducer(bootstrap_servers=sandbox.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
+    backlog_streams = [f"bench-{i}" for i in range(options.streams)]
+    count = min(options.max_backlog_segments, max(options.streams * 2, math.ceil(bound * options.seconds / max(per_segment, 1))))
+    say(f"[{policy}] backlog: {count} segments over {options.streams} streams")
+    produce_backlog(producer, sandbox, segments, backlog_streams, count, segment_ms)
+    worker = WorkerProcess(sandbox, options.model, log_dir / f"worker-{policy}.log", extra_env=worker_env(settings))
+    profiler: subprocess.Popen[bytes] | None = None
+    try:
+        say(f"[{policy}] worker at saturation")
+        profilers: list[subprocess.Popen[bytes] | None] = []
+
+        def start_profile() -> None:
+            if profile is not None:
+                profilers.append(start_profiler(worker.process.pid, profile, options.seconds / 2))
+
+        timeline = watch_committed(client, sandbox, backlog_streams, worker.process.pid, options.seconds * 20 + 120, start_profile)
+        profiler = profilers[0] if profilers else None
+        scored = timeline.points[-1][1] if timeline.points else 0
+        e2e_fps = timeline.rate_between(scored)
+        frames_per_segment = scored / count if count else 0.0
+        half_rate = 0.5 * e2e_fps / max(frames_per_segment, 1e-9)
+        say(f"[{policy}] latency at half load ({half_rate:.2f} segments/s for {options.seconds:.0f} s)")
+        paced = run_paced(producer, client, sandbox, segments, [f"latency-{i}" for i in range(options.streams)], max(half_rate, 0.1),
+                          options.seconds, worker.process.pid, segment_ms, last_pts=lambda seg: seg.sampled_offsets_ms[0] if policy != "grid" else seg.sampled_offsets_ms[-1])
+        rss_peak = max([*timeline.rss_mb, *(r for _, r, _ in paced.rss)], default=0.0)
+        decoders_peak = max([*timeline.decoders_rss_mb, *(c for _, _, c in paced.rss)], default=0.0)
+    finally:
+        if profiler is not None:
+            profiler.wait(timeout=options.seconds + 60)
+        exit_code = worker.stop()
+    consumer_kwargs = {"session_timeout_ms": 6000, "max_poll_interval_ms": 60000}
+    peer_fps: float | None = None
+    peer_note = None
+    if options.peer:
+        if ffmpeg_binary() is None:
+            peer_note = FFMPEG_MISSING
+            say(f"[{policy}] {FFMPEG_MISSING}")
+        else:
+            say(f"[{policy}] ffmpeg-subprocess peer on the same backlog ({options.seconds:.0f} s)")
+            peer = run_ffmpeg_peer(engine, sandbox.bootstrap, sandbox.topic, f"peer-{sandbox.name}", services.redis_url, f"peer{sandbox.name}",
+                                   options.seconds, settings.decode.policy, w.fps, w.segment_seconds, settings.decode.sample_fps,
+                                   settings.decode.workers, (settings.decode.watch_on, settings.decode.watch_off), consumer_kwargs=consumer_kwargs)
+            peer_fps = round(peer.frames_per_second, 2)
+    naive_fps = None
+    if options.naive and policy == "grid":
+        say(f"[{policy}] naive worker on the same backlog ({options.seconds:.0f} s)")
+        naive = run_naive_worker(engine, sandbox.bootstrap, sandbox.topic, f"naive-{sandbox.name}", services.redis_url, f"naive{sandbox.name}",
+                                 options.seconds, settings.decode.sample_fps, consumer_kwargs)
+        naive_fps = round(naive.frames_per_second, 2)
+    producer.close()
+    client.close()
+    cores = describe()["cores"]
+    stream_frames_per_second = frames_per_segment / w.segment_seconds  # sampled frames one live stream yields per second
+    streams = e2e_fps / stream_frames_per_second if stream_frames_per_second else 0.0
+    return {
+        "decode_fps": round(decode["decode_fps"], 2),
+        "e2e_fps": round(e2e_fps, 2),
+        "peer_fps": peer_fps,
+        "naive_fps": naive_fps,
+        "streams_per_core": round(streams / cores, 2),
+        "p50_latency_ms": round(percentile(paced.latencies_ms, 50), 1),
+        "p99_latency_ms": round(percentile(paced.latencies_ms, 99), 1),
+        "rss_mb": round(rss_peak, 1),
+        "detection_delay_s": detection_delay(settings.decode.policy, segment_ms=segment_ms, keyframe_ms=segment_ms),
+        "workload": {"sampled_frames_per_segment_decode_alone": round(per_segment, 3), "backlog_segments": count, "scored_frames": scored,
+                     "scored_frames_per_segment": round(frames_per_segment, 3)},
+        "derived": {
+            "decoded_fps": round(decode["decoded_fps"], 1),
+            "two_stage_bound_fps": round(bound, 2),
+            "e2e_over_bound": round(e2e_fps / bound, 3) if bound else 0.0,
+            "e2e_over_peer": round(e2e_fps / peer_fps, 2) if peer_fps else None,
+            "peer_note": peer_note,
+            "latency_goal_ms": segment_ms + 1000,
+            "latency_samples": len(paced.latencies_ms),
+            "latency_unfinished": paced.unfinished,
+            "decoders_rss_mb": round(decoders_peak, 1),
+            "live_streams": round(streams, 1),
+            "worker_exit_code": exit_code,
+        },
+    }
 
 
 def wait_committed(sandbox: Sandbox, timeout_s: float) -> bool:
@@ -465,18 +568,31 @@ def plot_pipeline(result: dict[str, Any], out: Path) -> None:
     plt = pyplot()
 
     sizes = [int(b) for b in result["throughput_by_batch"]]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 4.4))
     ax.plot(sizes, list(result["throughput_by_batch"].values()), marker="o", label="engine alone (infer)")
-    for key, style in (("decode_fps", "--"), ("e2e_fps", "-"), ("naive_fps", ":")):
-        ax.axhline(result[key], linestyle=style, color={"decode_fps": "tab:orange", "e2e_fps": "tab:green", "naive_fps": "tab:red"}[key],
-                   label=f"{key} {result[key]:.1f}")
-    ax.axhline(result["derived"]["two_stage_bound_fps"], linestyle="-.", color="grey", label=f"two-stage bound {result['derived']['two_stage_bound_fps']:.1f}")
+    for key, style, colour in (("decode_fps", "--", "tab:orange"), ("e2e_fps", "-", "tab:green"), ("peer_fps", ":", "tab:red")):
+        if result.get(key):
+            ax.axhline(result[key], linestyle=style, color=colour, label=f"{key} ({result['policy']}) {result[key]:.1f}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
-    ax.set_ylabel("frames per second")
+    ax.set_ylabel("sampled frames per second")
     ax.set_title(f"{result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores")
     ax.legend(fontsize=8)
+    names = list(result["policies"])
+    width = 0.25
+    for offset, (key, label, colour) in enumerate((("decode_fps", "decode pool alone", "tab:orange"), ("e2e_fps", "framewatch end to end", "tab:green"),
+                                                   ("peer_fps", "ffmpeg-subprocess peer", "tab:red"))):
+        values = [result["policies"][n].get(key) or 0.0 for n in names]
+        bars.bar([i + (offset - 1) * width for i in range(len(names))], values, width, label=label, color=colour)
+    for i, name in enumerate(names):
+        policy = result["policies"][name]
+        bars.annotate(f"{policy['streams_per_core']:.0f} streams/core", (i, policy["e2e_fps"]), textcoords="offset points", xytext=(0, 4),
+                      ha="center", fontsize=8)
+    bars.set_xticks(range(len(names)), names)
+    bars.set_ylabel("sampled frames per second")
+    bars.set_title("per sampling policy (one run)")
+    bars.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -7,7 +7,9 @@ own process (so one path's memory never counts against the other's): the trainin
 loads the split, builds the loader (the in-memory path decodes every frame first, with the same
 loader processes), and trains ``--steps`` steps of the image classifier. Per path:
 
-* ``first_step_seconds``: from the process's start (imports included) to the end of the first step;
+* ``first_step_seconds``: from the process's start (imports included) through `framewatch train`'s
+  own preparation (rows, the leakage check, the loader; the in-memory path decodes every frame)
+  to the end of the first step;
 * ``images_per_second``: steady state, the steps after the first ``--warmup``;
 * ``peak_rss_mb``: the training process's peak resident memory (``ru_maxrss``);
 * ``loader_rss_mb``: the loader processes' resident memory, summed, at its highest (sampled each step).
@@ -32,25 +34,25 @@ PROCESS_START = time.monotonic()
 
 
 def _child(path: str, data: Path, image_size: int, encoder: str, steps: int, warmup: int, batch_size: int, workers: int | None) -> dict[str, Any]:
+    """One data path, as `framewatch train` prepares it (rows, leakage check, loader) and trains."""
     import psutil
     import torch
 
-    from framewatch.training.data import load_dataset
-    from framewatch.training.loader import SplitLoader, batch_indices, flip_batch, plan_loader
+    from framewatch.training.config import TrainConfig
+    from framewatch.training.distributed import Placement
+    from framewatch.training.loader import batch_indices, flip_batch
     from framewatch.training.models import ImageClassifier, build_image_encoder
-    from framewatch.training.models.encoders import image_data_config
-    from framewatch.training.preprocess import Preprocess
+    from framewatch.training.train import image_forward, prepare
 
-    split = load_dataset(data, image_size, splits=("train",), needs_text=False, max_bad_fraction=1.0)["train"]
-    plan = plan_loader([split], path, cache_mb=1 << 30, workers=workers)  # type: ignore[arg-type]
-    loader = SplitLoader(split, plan)
+    cfg = TrainConfig(data=data, out=Path(tempfile.mkdtemp(prefix="framewatch-bench-run-")), mode="baseline", image_encoder=encoder,
+                      pretrained=False, image_size=image_size, batch_size=batch_size, loader=path, loader_workers=workers,
+                      cache_mb=1 << 30, progress=False)
+    prep = prepare(cfg, Placement(torch.device("cpu")), needs_text=False)
     loaded = time.monotonic()
-    network = build_image_encoder(encoder, pretrained=False)
-    config = image_data_config(network)
-    model = ImageClassifier(network, 2)
-    preprocess = Preprocess(config["mean"], config["std"])  # type: ignore[arg-type]
+    split = prep.splits["train"]
+    model = ImageClassifier(build_image_encoder(encoder, pretrained=False), 2)
+    forward = image_forward(model, prep)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    labels = torch.from_numpy(split.labels)
     generator = torch.Generator().manual_seed(0)
     order = batch_indices(len(split), batch_size, True, generator)[:steps]
     me = psutil.Process()
@@ -58,27 +60,49 @@ def _child(path: str, data: Path, image_size: int, encoder: str, steps: int, war
     stamps: list[float] = []
     first_step = None
     model.train()
-    for rows, pixels in loader(order):
-        logits = model(preprocess(flip_batch(pixels, generator)))
-        loss = torch.nn.functional.cross_entropy(logits, labels[rows])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        stamps.append(time.monotonic())
-        if first_step is None:
-            first_step = stamps[-1] - PROCESS_START
-        loader_rss = max(loader_rss, sum(c.memory_info().rss for c in me.children(recursive=True)) / 2**20)
-    loader.close()
+    try:
+        for rows, pixels in split.loader(order):
+            logits = forward({"pixels": flip_batch(pixels, generator)}, True)
+            loss = torch.nn.functional.cross_entropy(logits, split.labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            stamps.append(time.monotonic())
+            if first_step is None:
+                first_step = stamps[-1] - PROCESS_START
+            loader_rss = max(loader_rss, sum(c.memory_info().rss for c in me.children(recursive=True)) / 2**20)
+    finally:
+        prep.close()
     measured = stamps[warmup:]
     rate = (len(measured) - 1) * batch_size / (measured[-1] - measured[0]) if len(measured) > 1 else None
-    return {"path": path, "images": len(split), "steps": len(stamps), "batch_size": batch_size, "loader_workers": plan.workers,
-            "first_step_seconds": round(first_step or 0.0, 2), "load_seconds": round(loaded - PROCESS_START, 2),
+    assert prep.loader is not None
+    return {"path": path, "images": len(split), "steps": len(stamps), "batch_size": batch_size, "loader_workers": prep.loader.workers,
+            "first_step_seconds": round(first_step or 0.0, 2), "prepare_seconds": round(loaded - PROCESS_START, 2),
             "images_per_second": round(rate, 2) if rate else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "loader_rss_mb": round(loader_rss, 1)}
 
 
+# Rendering a synthetic frame costs ~15-70 ms (50 000 would take up to an hour); decoding does not care
+# whether two files hold the same picture, so the set is this many rendered frames and copies of them.
+DISTINCT_FRAMES = 2000
+
+
+def fill_with_copies(split: Path, total: int) -> None:
+    """Grow an imagefolder split to ``total`` rows with file copies of its frames (distinct files)."""
+    import shutil
+
+    rows = [json.loads(line) for line in (split / "metadata.jsonl").read_text().splitlines()]
+    out = list(rows)
+    for i in range(len(rows), total):
+        row = rows[i % len(rows)]
+        name = f"copy-{i:06d}{Path(row['file_name']).suffix}"
+        shutil.copyfile(split / row["file_name"], split / name)
+        out.append({**row, "file_name": name})
+    (split / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in out))
+
+
 def bench_train(images: int, image_size: int, encoder: str = "efficientnet_lite0", data: Path | None = None, steps: int = 30,
-                warmup: int = 5, batch_size: int = 32, workers: int | None = None, paths: tuple[str, ...] = ("streamed", "memory"),
+                warmup: int = 5, batch_size: int = 16, workers: int | None = None, paths: tuple[str, ...] = ("streamed", "memory"),
                 progress: Any = print) -> dict[str, Any]:
     import psutil
 
@@ -93,13 +117,18 @@ def bench_train(images: int, image_size: int, encoder: str = "efficientnet_lite0
         scratch = tempfile.TemporaryDirectory(prefix="framewatch-bench-train-")
         data = Path(scratch.name) / "data"
         started = time.monotonic()
-        progress(f"writing {images} synthetic {image_size}px frames to {data}")
-        write_dataset(data, {"train": images, "val": 0, "test": 2}, seed=0, image_size=image_size, progress=False)
+        distinct = min(images, DISTINCT_FRAMES)
+        progress(f"writing {images} synthetic {image_size}px frames to {data} ({distinct} rendered, the rest copies of them)")
+        write_dataset(data, {"train": distinct, "val": 0, "test": 2}, seed=0, image_size=image_size, progress=False)
+        fill_with_copies(data / "train", images)
         result["synth_seconds"] = round(time.monotonic() - started, 1)
+        result["distinct_frames"] = distinct
     result["data"] = str(data)
+    rows = sum(1 for _ in (data / "train" / "metadata.jsonl").open()) if (data / "train" / "metadata.jsonl").exists() else images
+    result["images"] = rows
     try:
         for path in paths:
-            need = images * image_size * image_size * 3
+            need = rows * image_size * image_size * 3
             if path == "memory" and need > psutil.virtual_memory().available / 2:
                 result[path] = {"skipped": f"{need / 2**30:.1f} GiB of frames exceed half the available memory"}
                 continue
@@ -129,7 +158,7 @@ def main() -> int:
     parser.add_argument("--image-encoder", default="efficientnet_lite0")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     print(json.dumps(_child(args.child, args.data, args.image_size, args.image_encoder, args.steps, args.warmup, args.batch_size, args.workers)))

@@ -139,8 +139,14 @@ class RedisSettings(_Section):
 
 
 class DecodeSettings(_Section):
-    sample_fps: float = Field(1.0, gt=0, le=120, description="Frames scored per second of stream time.")
-    keyframes_only: bool = Field(False, description="Score keyframes only (and decode only them).")
+    policy: Literal["grid", "keyframes", "adaptive"] = Field(
+        "grid", description="Which frames are decoded and scored: grid (one per 1/sample_fps s of stream time), keyframes (key "
+        "frames only, decoded alone), adaptive (keyframes while a stream's EMA is below watch_on, the grid until it falls "
+        "below watch_off). docs/operations.md compares them.")
+    sample_fps: float = Field(1.0, gt=0, le=120, description="Frames scored per second of stream time (grid).")
+    keyframes_only: bool = Field(False, description="Deprecated: policy: keyframes.")
+    watch_on: float = Field(0.35, ge=0, le=1, description="adaptive: a stream whose EMA reaches this is decoded on the grid.")
+    watch_off: float = Field(0.25, ge=0, le=1, description="adaptive: … until its EMA falls below this.")
     workers: int = Field(2, ge=1, le=64, description="Decode processes; one per core is a good start.")
     hwaccel: str | None = Field(None, description="PyAV hardware decoder, e.g. 'cuda': checked when the worker starts (it refuses to start "
                                 "if a clip cannot be decoded on it); a message whose device decoder fails is decoded in software and counted.")
@@ -153,6 +159,14 @@ class DecodeSettings(_Section):
     strict: bool = Field(True, description="Reject a message when FFmpeg reports any decoding error (it conceals damage otherwise).")
     max_memory_mb: int = Field(2048, ge=0, description="Address-space cap of each decode process (RLIMIT_AS); 0 = none. "
                                "Not applied with hwaccel (a device context reserves more address space).")
+
+    @model_validator(mode="after")
+    def _policy(self) -> DecodeSettings:
+        if self.keyframes_only and self.policy == "grid":
+            self.policy = "keyframes"  # the older switch, kept working
+        if self.watch_off > self.watch_on:
+            raise ValueError(f"watch_off={self.watch_off} must not exceed watch_on={self.watch_on}")
+        return self
 
 
 class BatchSettings(_Section):

@@ -33,7 +33,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    data: Path = Field(description="data folder (imagefolder layout with metadata.jsonl per split)")
+    data: Path = Field(description="data folder (imagefolder layout with metadata.jsonl per split) or a .jsonl manifest of image paths")
     out: Path = Field(description="run folder to write")
     mode: Mode = Field("guidance", description="baseline: images only; guidance: text guides training, image-only result; "
                        "teacher: fused image+text model (needs text at inference); distill: image-only student of a fused teacher")

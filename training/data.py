@@ -60,9 +60,10 @@ class BadRow:
     split: str
     line: int
     reason: str
+    source: str | None = None  # the manifest file's name, for a manifest data set
 
     def __str__(self) -> str:
-        return f"{self.split}/metadata.jsonl line {self.line}: {self.reason}"
+        return f"{self.source or self.split + '/metadata.jsonl'} line {self.line}: {self.reason}"
 
 
 @dataclass
@@ -84,7 +85,7 @@ class SplitData:
         """Every image of the split decoded at ``image_size`` (kept after the first call)."""
         if self.pixels is None:
             empty = np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
-            self.pixels = np.stack([load_image(p, self.image_size) for p in self.paths]) if self.paths else empty
+            self.pixels = np.stack([decode_or_explain(p, self.image_size) for p in self.paths]) if self.paths else empty
         return self.pixels
 
     def subset(self, indices: np.ndarray, name: str) -> SplitData:
@@ -173,6 +174,14 @@ def load_image(path: Path, size: int) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)
 
 
+def decode_or_explain(path: Path, size: int) -> np.ndarray:
+    """:func:`load_image`, with a file whose header reads but whose body does not named in a DataError."""
+    try:
+        return load_image(path, size)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot decode {path} ({exc.__class__.__name__}: {exc}); `framewatch data check` lists every unreadable file") from None
+
+
 def check_header(path: Path) -> None:
     """Open the image far enough to know its format and size (no pixels decoded)."""
     with Image.open(path) as image:
@@ -246,8 +255,9 @@ def read_split(root: Path, split: str, labels: list[str], image_size: int, needs
                 row = json.loads(line)
             except json.JSONDecodeError:
                 row = None
-            if not isinstance(row, dict) or row.get("split") == split or (split == "train" and row.get("split") not in SPLITS):
-                mine.append((number, line))  # rows without a valid split are reported with train
+            # Lines that are not JSON objects or name no valid split are reported once, with train.
+            if (isinstance(row, dict) and row.get("split") == split) or (split == "train" and (not isinstance(row, dict) or row.get("split") not in SPLITS)):
+                mine.append((number, line))
 
         def resolve(row: dict[str, Any]) -> tuple[Path, str]:
             raw = row.get("path")
@@ -259,7 +269,7 @@ def read_split(root: Path, split: str, labels: list[str], image_size: int, needs
             return (path if path.is_absolute() else root.parent / path), raw
 
         rows, bad, count = _rows(mine, split, labels, resolve, needs_text, check_images)
-        bad = [BadRow(root.name, b.line, b.reason) for b in bad]
+        bad = [BadRow(split, b.line, b.reason, root.name) for b in bad]
     else:
         folder = root / split
         meta = folder / "metadata.jsonl"

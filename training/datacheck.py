@@ -51,8 +51,9 @@ def _token_lengths(texts: list[str], text_encoder: str) -> tuple[list[int], str]
 
 
 def check_dataset(root: Path, text_encoder: str = "minilm", max_length: int = 25, image_size: int = 96,
-                  near_bits: int = 4, progress: bool = False) -> dict[str, Any]:
-    """The report as a dict (``problems`` lists what should stop a training run)."""
+                  near_bits: int = 4, progress: bool = False, needs_text: bool = True) -> dict[str, Any]:
+    """The report as a dict (``problems`` lists what should stop a training run). ``needs_text``
+    False checks a data set for image-only training: rows without text are fine there."""
     from tqdm import tqdm
 
     report: dict[str, Any] = {"data": str(root), "splits": {}, "problems": []}
@@ -71,7 +72,7 @@ def check_dataset(root: Path, text_encoder: str = "minilm", max_length: int = 25
         if not has_split(root, split):
             report["splits"][split] = None
             continue
-        data, bad, rows = read_split(root, split, labels, image_size, needs_text=True, check_images=False)
+        data, bad, rows = read_split(root, split, labels, image_size, needs_text=needs_text, check_images=False)
         unreadable: list[str] = []
         kept: list[int] = []
         for i, path in enumerate(tqdm(data.paths, desc=f"check {split}", disable=not progress, unit="img")):
@@ -80,10 +81,12 @@ def check_dataset(root: Path, text_encoder: str = "minilm", max_length: int = 25
                     image.load()
                     sizes.append(image.size)
                     hashes.setdefault(split, []).append((dhash(image), data.files[i]))
+                    blank = float(np.asarray(image.convert("L").resize((32, 32)), dtype=np.float32).std()) < 3.0
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
                 unreadable.append(f"{data.files[i]} ({exc.__class__.__name__})")
                 continue
-            digests.setdefault(file_digest(path), {}).setdefault(split, []).append(data.files[i])
+            if not blank:  # identical black or title frames are shared by unrelated videos
+                digests.setdefault(file_digest(path), {}).setdefault(split, []).append(data.files[i])
             kept.append(i)
         counts = np.bincount(data.labels[kept], minlength=len(labels)) if kept else np.zeros(len(labels), dtype=int)
         texts = [data.texts[i] for i in kept]
@@ -98,7 +101,8 @@ def check_dataset(root: Path, text_encoder: str = "minilm", max_length: int = 25
         if kept and min(counts) == 0:
             report["problems"].append(f"{split}: no {labels[int(np.argmin(counts))]!r} frames")
     exact = [where for where in digests.values() if len(where) > 1]
-    near = _near_duplicates(hashes, near_bits, {f for where in exact for files in where.values() for f in files})
+    exact_group = {(split, f): n for n, where in enumerate(exact) for split, files in where.items() for f in files}
+    near = _near_duplicates(hashes, near_bits, exact_group)
     report["leakage"] = {"exact": exact, "near": near, "near_bits": near_bits}
     if exact:
         report["problems"].append(f"{len(exact)} file(s) in more than one split (exact copies)")
@@ -120,18 +124,27 @@ def check_dataset(root: Path, text_encoder: str = "minilm", max_length: int = 25
     return report
 
 
-def _near_duplicates(hashes: dict[str, list[tuple[int, str]]], bits: int, exact_files: set[str]) -> list[dict[str, Any]]:
+POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _bits_set(values: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (numpy < 2 has no bitwise_count)."""
+    return POPCOUNT[values.view(np.uint8).reshape(-1, 8)].sum(axis=1)
+
+
+def _near_duplicates(hashes: dict[str, list[tuple[int, str]]], bits: int, exact_group: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     names = [s for s in SPLITS if hashes.get(s)]
     for a_index, a in enumerate(names):
         values_a = np.array([h for h, _ in hashes[a]], dtype=np.uint64)
         for b in names[a_index + 1 :]:
             for h, file_b in hashes[b]:
-                distance = np.bitwise_count(values_a ^ np.uint64(h))
+                distance = _bits_set(values_a ^ np.uint64(h))
                 for j in np.flatnonzero(distance <= bits)[:5]:
                     file_a = hashes[a][int(j)][1]
-                    if file_a in exact_files and file_b in exact_files:
-                        continue
+                    group = exact_group.get((a, file_a))
+                    if group is not None and group == exact_group.get((b, file_b)):
+                        continue  # already reported as the same file
                     found.append({a: file_a, b: file_b, "bits": int(distance[j])})
     return found
 

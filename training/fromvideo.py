@@ -14,11 +14,15 @@ group       optional: the clip or stream id (default: the path)
 =========== ===========================================================================
 
 Frames are sampled and resized by :func:`framewatch.worker.decode.decode_segment` with the
-worker's own settings (:class:`framewatch.config.DecodeSettings`: sampling policy, strict mode)
-and the model's input size and resize filter, then written as lossless PNG at that size. A
-training frame and the frame the worker scores for the same moment are therefore the same
-pixels (max |Δ| = 0, tests/unit/test_data_tools.py), which PIL's resize in ``load_image`` could
-not promise (mean |Δ| 0.66/255 against swscale's bilinear).
+worker's decode defaults (:class:`framewatch.config.DecodeSettings`, strict mode) and the
+sampling and resize given here (``--sample-fps``/``--keyframes-only``, the model's input size
+and resize filter), then written as lossless PNG at that size. A decoded frame therefore becomes
+the same pixels in training as when the worker scores it (max |Δ| = 0,
+tests/unit/test_data_tools.py), which PIL's resize in ``load_image`` could not promise (mean |Δ|
+0.66/255 against swscale's bilinear). Which frames are sampled follows the video's own
+timestamps; the worker follows the stream time its producer declares, so on a stream whose
+segments do not start on a second the two may pick neighbouring frames. Each video is decoded
+whole (its bytes in memory); a time range only selects frames.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from PIL import Image
 
 from framewatch.training.data import DEFAULT_LABELS, SPLITS, DataError
 
-EXTENSION_TYPES = {".ts": "video/mp2t", ".m2ts": "video/mp2t", ".mp4": "video/mp4", ".m4s": "video/iso.segment", ".mov": "video/mp4",
+EXTENSION_TYPES = {".ts": "video/mp2t", ".mp4": "video/mp4", ".m4s": "video/iso.segment", ".mov": "video/mp4",
                    ".mkv": "video/x-matroska", ".webm": "video/webm", ".flv": "video/x-flv"}
 
 
@@ -63,7 +67,7 @@ def read_video_manifest(manifest: Path, labels: list[str]) -> list[VideoRow]:
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{manifest} line {number}: not valid JSON ({exc.msg})") from None
     else:
-        with manifest.open(newline="") as handle:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's byte-order mark
             raw = [(number, row) for number, row in enumerate(csv.DictReader(handle), start=2)]
     rows = []
     problems = []
@@ -117,9 +121,12 @@ def frames_from_videos(manifest: Path, out: Path, image_size: int, sample_fps: f
     rows = read_video_manifest(manifest, labels)
     settings = DecodeSettings(sample_fps=sample_fps, keyframes_only=keyframes_only, max_frames=10_000_000, max_decode_seconds=3600.0)
     model_input = SimpleNamespace(input_size=(image_size, image_size), interpolation=interpolation)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} is not empty: write a new data set into a new folder (old frames would mix with the new ones)")
     out.mkdir(parents=True, exist_ok=True)
     metadata: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     failed: list[str] = []
+    empty: list[str] = []
     for row in tqdm(rows, desc="videos", disable=not progress, unit="video"):
         content_type = EXTENSION_TYPES.get(row.path.suffix.lower())
         try:
@@ -131,7 +138,8 @@ def frames_from_videos(manifest: Path, out: Path, image_size: int, sample_fps: f
         split = row.split or assign_split(row.group, seed)
         folder = out / split
         folder.mkdir(exist_ok=True)
-        stem = hashlib.sha256(str(row.path).encode()).hexdigest()[:8] + "-" + row.path.stem
+        stem = hashlib.sha256(f"{row.path}:{row.line}".encode()).hexdigest()[:8] + "-" + row.path.stem  # one name per manifest row
+        before = len(metadata[split])
         for frame in result.frames:
             if (row.start_s is not None and frame.pts_ms < row.start_s * 1000) or (row.end_s is not None and frame.pts_ms >= row.end_s * 1000):
                 continue
@@ -139,6 +147,8 @@ def frames_from_videos(manifest: Path, out: Path, image_size: int, sample_fps: f
             Image.fromarray(frame.pixels).save(folder / name)
             metadata[split].append({"file_name": name, "text": row.text, "label": labels[row.label], "group": row.group,
                                     "source": str(row.path), "pts_ms": frame.pts_ms})
+        if len(metadata[split]) == before:
+            empty.append(f"{row.path} (line {row.line}): no sampled frame in its time range")
     for split, entries in metadata.items():
         if entries:
             (out / split / "metadata.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
@@ -147,5 +157,5 @@ def frames_from_videos(manifest: Path, out: Path, image_size: int, sample_fps: f
     written = {split: len(entries) for split, entries in metadata.items()}
     if not sum(written.values()):
         raise DataError("no frame was written:\n  " + "\n  ".join(failed[:20] or ["the time ranges select no sampled frame"]))
-    return {"frames": written, "videos": len(rows) - len(failed), "failed": failed, "image_size": image_size,
+    return {"frames": written, "videos": len(rows) - len(failed), "failed": failed, "empty": empty, "image_size": image_size,
             "sample_fps": sample_fps, "keyframes_only": keyframes_only, "interpolation": interpolation}

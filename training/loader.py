@@ -9,7 +9,9 @@ decodes its batches in ``loader_workers`` processes, so memory does not grow wit
 Both paths give the same batches: the batch order comes from :func:`batch_indices` (the seed,
 the epoch, DDP's rank and world), and stream augmentation draws from a generator seeded by
 (seed, epoch, row), never by the worker that happens to decode the row. A streamed run and an
-in-memory run of the same seed therefore train on identical pixels (tests/unit/test_loader.py).
+in-memory run of the same seed therefore train on identical pixels (tests/unit/test_data_tools.py).
+``loader: auto`` streams whenever ``augment: stream`` is on: the per-frame augmentation is the
+expensive part, and streamed it runs in the loader processes.
 
 Augmentations (``augment``):
 
@@ -142,21 +144,26 @@ class FrameFiles(TorchDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key: tuple[int, tuple[int, int] | None]) -> tuple[int, np.ndarray]:
+    def __getitem__(self, key: tuple[int, tuple[int, int] | None]) -> tuple[int, np.ndarray | str]:
         row, seed = key
         try:
             pixels = load_image(self.paths[row], self.size)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot decode {self.paths[row]} ({exc.__class__.__name__}: {exc}); "
-                            "`framewatch data check` lists every unreadable file") from None
+        except (OSError, ValueError) as exc:  # a header that reads over a body that does not: dropped and counted
+            return row, f"{self.paths[row]}: {exc.__class__.__name__}: {exc}"
         if seed is not None:
             pixels = augment_frame(pixels, frame_rng(seed[0], seed[1], row))
         return row, pixels
 
 
-def _collate(items: list[tuple[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = torch.tensor([row for row, _ in items], dtype=torch.long)
-    return rows, torch.from_numpy(np.stack([pixels for _, pixels in items]))
+Batch = tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]
+
+
+def _collate(items: list[tuple[int, np.ndarray | str]]) -> Batch:
+    good = [(row, pixels) for row, pixels in items if not isinstance(pixels, str)]
+    failed = [(row, pixels) for row, pixels in items if isinstance(pixels, str)]
+    rows = torch.tensor([row for row, _ in good], dtype=torch.long)
+    stacked = torch.from_numpy(np.stack([pixels for _, pixels in good])) if good else torch.empty((0, 0, 0, 3), dtype=torch.uint8)
+    return rows, stacked, failed
 
 
 class _Keys:
@@ -183,34 +190,53 @@ class LoaderPlan:
         return {"mode": self.mode, "workers": self.workers, "cache_mb": round(self.cache_bytes / 2**20, 1), "reason": self.reason}
 
 
-def default_workers() -> int:
-    """Loader processes: the cores the training process does not need, at least one, at most 4."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+def default_workers(world: int = 1) -> int:
+    """Loader processes per training process: the cores this process may use (its CPU affinity,
+    which cgroup limits narrow) shared by the ``world`` ranks, less one for training; 1 to 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    return max(1, min(4, cores // max(world, 1) - 1))
 
 
-def plan_loader(splits: list[SplitData], mode: LoaderMode, cache_mb: int, workers: int | None) -> LoaderPlan:
+def plan_loader(splits: list[SplitData], mode: LoaderMode, cache_mb: int, workers: int | None, augment: Augment = "flip",
+                world: int = 1) -> LoaderPlan:
     rows = sum(len(s) for s in splits)
     size = max((s.image_size for s in splits), default=0)
     need = rows * size * size * 3
-    chosen_workers = default_workers() if workers is None else workers
+    chosen_workers = default_workers(world) if workers is None else workers
     if mode == "memory":
         return LoaderPlan("memory", chosen_workers, need, "loader: memory")
     if mode == "streamed":
         return LoaderPlan("streamed", chosen_workers, need, "loader: streamed")
+    if augment == "stream":
+        # Per-frame augmentation is the expensive part; streamed, the loader processes do it.
+        return LoaderPlan("streamed", chosen_workers, need, "augment stream: frames are augmented in the loader processes")
     if need <= cache_mb * 2**20:
         return LoaderPlan("memory", chosen_workers, need, f"{need / 2**20:.0f} MB of frames fit cache_mb {cache_mb}")
     return LoaderPlan("streamed", chosen_workers, need, f"{need / 2**20:.0f} MB of frames exceed cache_mb {cache_mb}")
 
 
 class SplitLoader:
-    """Pixel batches of one split, streamed or from memory, in :func:`batch_indices` order."""
+    """Pixel batches of one split, streamed or from memory, in :func:`batch_indices` order.
 
-    def __init__(self, split: SplitData, plan: LoaderPlan, memory: torch.Tensor | None = None) -> None:
+    A file whose header reads but whose pixels do not (a truncated JPEG) is dropped from its batch
+    and remembered in :attr:`failed`; more than ``max_bad_fraction`` of the split failing stops
+    the run with the files named. Only the training split keeps its loader processes between
+    epochs (``persistent``); validation and test start theirs when they are read."""
+
+    def __init__(self, split: SplitData, plan: LoaderPlan, memory: torch.Tensor | None = None, persistent: bool = False,
+                 max_bad_fraction: float = 0.01) -> None:
         self.split = split
         self.plan = plan
+        self.persistent = persistent
+        self.max_bad_fraction = max_bad_fraction
+        self.failed: dict[int, str] = {}
         self._keys = _Keys()
         self._loader: DataLoader[Any] | None = None
         self._memory = memory
+        self._generation = 0
         if plan.mode == "memory" and memory is None:
             self._memory = torch.from_numpy(split.pixels) if split.pixels is not None else self._decode_all()
 
@@ -218,39 +244,64 @@ class SplitLoader:
     def in_memory(cls, split: SplitData, pixels: torch.Tensor) -> SplitLoader:
         return cls(split, LoaderPlan("memory", 0, pixels.numel(), "given pixels"), pixels)
 
-    def _dataloader(self) -> DataLoader[Any]:
+    def _dataloader(self, persistent: bool) -> DataLoader[Any]:
         if self._loader is None:
             workers = self.plan.workers
             # Its own generator: a DataLoader iterator otherwise draws its workers' base seed from
             # torch's global generator, which would shift dropout and initialisation between a
             # streamed and an in-memory run (measured: different losses from the first epoch).
             self._loader = DataLoader(FrameFiles(self.split), batch_sampler=self._keys, num_workers=workers,
-                                      collate_fn=_collate, persistent_workers=workers > 0,
+                                      collate_fn=_collate, persistent_workers=persistent and workers > 0,
                                       prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0))
         return self._loader
 
+    def _note_failures(self, failed: list[tuple[int, str]]) -> None:
+        for row, reason in failed:
+            self.failed[row] = reason
+        if failed and len(self.failed) > self.max_bad_fraction * len(self.split):
+            shown = "\n  ".join(list(self.failed.values())[:20])
+            raise DataError(f"{len(self.failed)} image(s) of split {self.split.name} cannot be decoded (more than max_bad_fraction "
+                            f"{self.max_bad_fraction:.1%}):\n  {shown}\n`framewatch data check` lists every unreadable file")
+
     def _decode_all(self) -> torch.Tensor:
         size = self.split.image_size
-        out = torch.empty((len(self.split), size, size, 3), dtype=torch.uint8)
+        out = torch.zeros((len(self.split), size, size, 3), dtype=torch.uint8)
         self._keys.batches = [[(i, None) for i in range(start, min(start + 64, len(self.split)))] for start in range(0, len(self.split), 64)]
-        for rows, pixels in self._dataloader():
-            out[rows] = pixels
-        self.close()  # the loader's processes are not needed again
+        try:
+            for rows, pixels, failed in self._dataloader(persistent=False):
+                self._note_failures(failed)
+                if len(rows):
+                    out[rows] = pixels
+        finally:
+            self.close()  # the loader's processes are not needed again
         return out
 
     def __call__(self, order: list[torch.Tensor], augment_seed: tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(rows, uint8 N×S×S×3 pixels) per batch of ``order``; with ``augment_seed`` = (seed, epoch),
-        every frame is stream-augmented by :func:`frame_rng` of its row."""
+        every frame is stream-augmented by :func:`frame_rng` of its row. Rows that failed to
+        decode are left out. One pass at a time: starting another abandons this one."""
+        self._generation += 1
+        generation = self._generation
         if self._memory is not None:
             for idx in order:
+                if self.failed:
+                    idx = idx[torch.tensor([int(r) not in self.failed for r in idx], dtype=torch.bool)]
                 pixels = self._memory[idx]
                 if augment_seed is not None:
                     pixels = torch.from_numpy(np.stack([augment_frame(p.numpy(), frame_rng(augment_seed[0], augment_seed[1], int(r)))
                                                         for p, r in zip(pixels, idx, strict=True)]))
-                yield idx, pixels
+                if len(idx):
+                    yield idx, pixels
             return
         self._keys.batches = [[(int(i), augment_seed) for i in idx] for idx in order]
-        yield from self._dataloader()
+        for rows, pixels, failed in self._dataloader(self.persistent):
+            if generation != self._generation:
+                raise RuntimeError(f"split {self.split.name}: a second pass started before this one finished")
+            self._note_failures(failed)
+            if len(rows):
+                yield rows, pixels
+        if not self.persistent:
+            self.close()
 
     def close(self) -> None:
         iterator = getattr(self._loader, "_iterator", None)

@@ -14,7 +14,7 @@ from framewatch.training.loader import Augment, augment_frame, frame_rng
 def write_preview(data: Path, out: Path, augment: Augment = "stream", samples: int = 6, variants: int = 5,
                   image_size: int = 96, seed: int = 0, scale: int = 2) -> Path:
     """A grid: one training frame per row, the original first, then ``variants`` augmented draws
-    (epochs 1…variants of ``seed``, as training draws them)."""
+    of the kind training makes (a run's own draws depend on its seed and its rows after carving)."""
     split = load_dataset(data, image_size, splits=("train",), max_bad_fraction=1.0, needs_text=False, check_images=True)["train"]
     rng = np.random.default_rng(seed)
     rows = sorted(rng.choice(len(split), size=min(samples, len(split)), replace=False).tolist())

@@ -451,14 +451,16 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
 
 
 def decode_request(d: DecodeSettings, engine: Engine, payload: bytes, content_type: str | None,
-                   segment_start_ms: int | None, segment_duration_ms: int | None) -> DecodeRequest:
+                   segment_start_ms: int | None, segment_duration_ms: int | None, keyframes_only: bool | None = None) -> DecodeRequest:
     """What the decode pool is asked for one message: the engine's input size and the resize
-    filter training used (model.json preprocessing.resize),
-    the decode settings and limits. The benchmarks build their requests here too."""
+    filter training used (model.json preprocessing.resize), the decode settings and limits, and
+    the sampling (``keyframes_only``: the adaptive policy's decision for this message; by default
+    what ``decode.policy`` says). The benchmarks build their requests here too."""
     height, width = engine.input_size
     return DecodeRequest(
         payload=payload, content_type=content_type, width=width, height=height,
-        interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps, keyframes_only=d.keyframes_only,
+        interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps,
+        keyframes_only=(d.policy == "keyframes") if keyframes_only is None else keyframes_only,
         segment_start_ms=segment_start_ms, limits=DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds), hwaccel=d.hwaccel,
         segment_duration_ms=segment_duration_ms, strict=d.strict, truncation_tolerance_ms=d.truncation_tolerance_ms,
     )

@@ -37,8 +37,9 @@ class Segment:
     duration_ms: int | None = None
 
 
-def encode_segment(frames: list[np.ndarray], fps: float, fmt: str = "mpegts", crf: int = 28) -> tuple[bytes, str]:
-    """Encode RGB frames (H×W×3 uint8, even sizes) into one self-contained segment."""
+def encode_segment(frames: list[np.ndarray], fps: float, fmt: str = "mpegts", crf: int = 28, gop: int | None = None) -> tuple[bytes, str]:
+    """Encode RGB frames (H×W×3 uint8, even sizes) into one self-contained segment: one keyframe,
+    or (H.264) one every ``gop`` frames."""
     container_format, codec, content_type, options = SEGMENT_FORMATS[fmt]
     buffer = io.BytesIO()
     height, width = frames[0].shape[:2]
@@ -47,7 +48,8 @@ def encode_segment(frames: list[np.ndarray], fps: float, fmt: str = "mpegts", cr
         stream: Any = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(max(1, len(frames))), "bf": "0"}
+            keyint = str(gop or max(1, len(frames)))
+            stream.options = {"crf": str(crf), "preset": "veryfast", "g": keyint, "keyint_min": keyint, "sc_threshold": "0", "bf": "0"}
         elif codec == "libvpx":
             stream.options = {"crf": "30", "b": "500k", "deadline": "realtime", "cpu-used": "8"}
         for index, pixels in enumerate(frames):

@@ -43,6 +43,7 @@ from framewatch.worker.kafka_client import BrokerWatch, connect_consumer, partit
 from framewatch.worker.metrics import Health, WorkerMetrics, serve
 from framewatch.worker.offsets import OffsetTracker
 from framewatch.worker.redis_io import Publisher, connect
+from framewatch.worker.sampling import Sampler
 from framewatch.worker.scoring import MessageTime, ScoringParams, StreamScorer
 
 log = get_logger("worker")
@@ -87,6 +88,7 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.health = Health(stall_seconds=max(60.0, settings.kafka.max_poll_interval_ms / 1000))
         self.batcher: DynamicBatcher[FrameItem] = DynamicBatcher(settings.batch.max_batch, settings.batch.max_delay_ms)
+        self.sampler = Sampler(settings.decode.policy, settings.decode.watch_on, settings.decode.watch_off)
         self.scorer = StreamScorer(ScoringParams(settings.scoring.ema_half_life_s, settings.scoring.recent_window_s,
                                                  settings.scoring.alert_on, settings.scoring.alert_off))
         self.offsets = OffsetTracker()
@@ -333,7 +335,11 @@ class Worker:
     def _decode_request(self, message: contracts.SegmentMessage) -> DecodeRequest:
         # An untimed message is decoded from 0: its place in stream time is the scorer's to give.
         start = message.segment_start_ms if message.timed else 0
-        request = decode_request(self.settings.decode, self.engine, message.payload, message.content_type, start, message.segment_duration_ms)
+        state = self.scorer.streams.get(message.stream_id)  # read as the inference thread left it
+        keyframes = self.sampler.keyframes_only(message.stream_id, state.ema if state is not None else None)
+        self.metrics.sampling.labels("keyframes" if keyframes else "grid").inc()
+        request = decode_request(self.settings.decode, self.engine, message.payload, message.content_type, start, message.segment_duration_ms,
+                                 keyframes_only=keyframes)
         if self.settings.faults.decode_hang_stream is not None and message.stream_id == self.settings.faults.decode_hang_stream:
             request = replace(request, fault_hang=True)
         return request

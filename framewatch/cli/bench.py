@@ -45,27 +45,23 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 
     console = Console()
     options = PipelineOptions(model=args.model, json_out=args.json, streams=args.streams, seconds=args.seconds, backend=args.backend or "auto",
-                              profile=args.profile, workload=_workload(args), progress=lambda text: console.print(f"[dim]· {text}"))
+                              profile=args.profile, workload=_workload(args), progress=lambda text: console.print(f"[dim]· {text}"),
+                              policies=tuple(args.policies), peer=not args.no_peer, naive=args.naive, max_backlog_segments=args.max_backlog)
     result = bench_pipeline(options, _bench_settings(args))
-    d, g = result["derived"], result["goals"]
-    table = Table(title=f"framewatch bench pipeline: {result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_column("goal")
-    rows = [
-        ("decode_fps (decode pool alone)", f"{result['decode_fps']:.1f}", ""),
-        ("infer_fps (engine alone, max batch)", f"{result['infer_fps']:.1f}", ""),
-        ("two-stage bound 1/(1/decode+1/infer)", f"{d['two_stage_bound_fps']:.1f}", ""),
-        ("e2e_fps (Kafka → Redis, commits)", f"{result['e2e_fps']:.1f}", f"≥ 0.85 × bound: {d['e2e_over_bound']:.2f} {'✓' if g['e2e_at_least_0.85_of_bound'] else '✗'}"),
-        ("naive_fps", f"{result['naive_fps']:.1f}", f"e2e ≥ 8 × naive: {d['e2e_over_naive'] or 0:.1f}× {'✓' if g['e2e_at_least_8x_naive'] else '✗'}"),
-        ("p50 latency at half load, ms", f"{result['p50_latency_ms']:.0f}", ""),
-        ("p99 latency at half load, ms", f"{result['p99_latency_ms']:.0f}",
-         f"≤ {d['latency_goal_ms']:.0f} {'✓' if g['p99_within_2x_segment_plus_delay'] else '✗'}"),
-        ("worker RSS, MiB (decoders apart)", f"{result['rss_mb']:.0f} ({d['decoders_rss_mb']:.0f})", ""),
-    ]
-    for row in rows:
-        table.add_row(*row)
+    table = Table(title=f"framewatch bench pipeline: {result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores, "
+                        f"infer alone {result['infer_fps']:.0f} frames/s")
+    for column in ("policy", "decode alone", "e2e", "e2e / bound", "peer (ffmpeg)", "e2e / peer", "streams/core", "p50 / p99 latency ms",
+                   "RSS MiB", "detection delay s"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for name, row in result["policies"].items():
+        d = row["derived"]
+        table.add_row(name, f"{row['decode_fps']:.1f}", f"{row['e2e_fps']:.1f}", f"{d['e2e_over_bound']:.2f}",
+                      f"{row['peer_fps']:.1f}" if row["peer_fps"] else "—", f"{d['e2e_over_peer']:.2f}" if d["e2e_over_peer"] else "—",
+                      f"{row['streams_per_core']:.1f}", f"{row['p50_latency_ms']:.0f} / {row['p99_latency_ms']:.0f}", f"{row['rss_mb']:.0f}",
+                      f"{row['detection_delay_s']['mean_s']}")
     console.print(table)
+    for goal, met in result["goals"].items():
+        console.print(f"{'✓' if met else '✗'} {goal}")
     console.print(f"wrote {args.json} and {args.json.with_suffix('.png')}")
     return 0
 
@@ -158,16 +154,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="benchmarks that write JSON", description="Benchmarks; each writes JSON and prints a table.")
     bench_commands = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
     bp = bench_commands.add_parser(
-        "pipeline", help="worker throughput and latency vs its stages alone and vs a naive worker",
-        description="Start the embedded broker and Redis, encode real H.264 segments and measure in one run: decode_fps (decode pool "
-        "alone), infer_fps (engine alone at max batch), e2e_fps (the worker process, Kafka backlog to Redis with commits), naive_fps "
-        "(benchmarks/naive_worker.py on the same backlog), p50/p99 latency from production to the last score in Redis at half the saturated rate, "
-        "and the worker's RSS. Prints a table, writes OUT and a plot of throughput by batch size (OUT with .png).",
+        "pipeline", help="worker throughput, latency and streams per core per sampling policy, vs its stages alone and an ffmpeg peer",
+        description="Start the embedded broker and Redis, encode real H.264 segments and measure in one run, for each sampling policy "
+        "(grid, keyframes, adaptive): decode_fps (decode pool alone), e2e_fps (the worker process, Kafka backlog to Redis with commits), "
+        "peer_fps (ffmpeg subprocesses feeding the same engine and Redis, benchmarks/ffmpeg_peer.py), streams per core, p50/p99 latency "
+        "from production to the last score in Redis at half the saturated rate, the worker's RSS and the detection delay; and infer_fps "
+        "(engine alone, by batch size). Prints a table, writes OUT and a plot (OUT with .png).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_bench_flags(bp)
     bp.add_argument("--seconds", type=float, default=30.0, help="length of each measured phase")
     bp.add_argument("--profile", type=Path, default=None, help="py-spy profile of the worker at saturation (.svg flame graph or .json speedscope)")
+    bp.add_argument("--policies", nargs="+", choices=["grid", "keyframes", "adaptive"], default=["grid", "keyframes", "adaptive"],
+                    help="sampling policies to measure, one after the other")
+    bp.add_argument("--no-peer", action="store_true", help="skip the ffmpeg-subprocess peer")
+    bp.add_argument("--naive", action="store_true", help="also run the naive worker (grid only), the first round's yardstick")
+    bp.add_argument("--max-backlog", type=int, default=1200, help="segments in a policy's backlog at most (the broker stores them all)")
     bp.set_defaults(handler=_bench_pipeline)
     bs = bench_commands.add_parser(
         "soak", help="the worker at a steady fraction of its saturated rate: RSS and latency over time",
@@ -205,7 +207,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     bt.add_argument("--data", type=Path, default=None, help="an existing data set (its train split) instead of a synthetic one")
     bt.add_argument("--steps", type=int, default=30)
     bt.add_argument("--warmup", type=int, default=5, help="steps left out of images/s")
-    bt.add_argument("--batch-size", type=int, default=32)
+    bt.add_argument("--batch-size", type=int, default=16, help="the default recipe's")
     bt.add_argument("--workers", type=int, default=None, help="loader processes (default: cores less one, 1 to 4)")
     bt.add_argument("--paths", nargs="+", choices=["streamed", "memory"], default=["streamed", "memory"])
     bt.add_argument("--json", type=Path, required=True, help="output file")

@@ -30,7 +30,8 @@ def _check(args: argparse.Namespace) -> int:
 
     if not args.data.exists():
         raise FrameWatchError(f"data {args.data} does not exist (a data folder, or a .jsonl manifest)")
-    report = check_dataset(args.data, args.text_encoder, args.text_max_length, args.image_size, args.near_bits, progress=not args.quiet)
+    report = check_dataset(args.data, args.text_encoder, args.text_max_length, args.image_size, args.near_bits, progress=not args.quiet,
+                           needs_text=not args.image_only)
     out = args.json or ((args.data.parent if args.data.is_file() else args.data) / "data_check.json")
     write_report(report, out)
     print_report(report)
@@ -55,7 +56,9 @@ def _from_videos(args: argparse.Namespace) -> int:
                                  args.labels.split(",") if args.labels else None, args.seed, progress=not args.quiet)
     for failure in summary["failed"]:
         print(f"skipped: {failure}", file=sys.stderr)
-    print(json.dumps({k: v for k, v in summary.items() if k != "failed"}))
+    for nothing in summary["empty"]:
+        print(f"no frames: {nothing}", file=sys.stderr)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("failed", "empty")}))
     print(f"wrote {sum(summary['frames'].values())} frames to {args.out}; train with `framewatch train --data {args.out} --image-size {args.image_size}`")
     return 0
 
@@ -201,14 +204,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--image-size", type=int, default=96, help="the training size (smaller images are counted)")
     check.add_argument("--near-bits", type=int, default=4, help="near-duplicate: difference hashes within this many of 64 bits")
     check.add_argument("--json", type=Path, default=None, help="report file (default: DATA/data_check.json)")
+    check.add_argument("--image-only", action="store_true", help="for image-only training (baseline): rows without text are fine")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(handler=_check)
     preview = data_cmds.add_parser(
         "preview", help="write a picture of augmented training frames",
-        description="A grid of training frames: the original, then augmented draws as training makes them.",
+        description="A grid of training frames: the original, then augmented draws of the kind training makes (the "
+        "draws themselves differ from a run's: those depend on the run's seed and its rows after carving).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    preview.add_argument("data", type=Path)
+    preview.add_argument("data", type=Path, help="data folder or .jsonl manifest")
     preview.add_argument("--out", type=Path, default=Path("augmentation_preview.png"))
     preview.add_argument("--augment", choices=["stream", "flip", "none"], default="stream")
     preview.add_argument("--samples", type=int, default=6, help="frames (rows)")
@@ -225,7 +230,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     videos.add_argument("manifest", type=Path)
-    videos.add_argument("--out", type=Path, required=True, help="data folder to write")
+    videos.add_argument("--out", type=Path, required=True, help="data folder to write (new or empty)")
     videos.add_argument("--image-size", type=int, default=96, help="the model's input size")
     videos.add_argument("--sample-fps", type=float, default=1.0, help="frames per second of video (the worker's decode.sample_fps)")
     videos.add_argument("--keyframes-only", action="store_true", help="key frames only (the worker's decode.keyframes_only)")

@@ -19,7 +19,7 @@ def _worker(args: argparse.Namespace) -> int:
         args, model=args.model, backend=args.backend, metrics_port=args.metrics_port,
         kafka={"topic": args.topic, "group": args.group},
         batch={"max_batch": args.max_batch, "max_delay_ms": args.max_delay_ms},
-        decode={"workers": args.decode_workers, "sample_fps": args.sample_fps, "keyframes_only": args.keyframes_only or None},
+        decode={"workers": args.decode_workers, "sample_fps": args.sample_fps, "policy": args.policy or ("keyframes" if args.keyframes_only else None)},
     )
     configure_logging(settings.log_level, settings.log_format)
     return run_worker(settings)
@@ -156,7 +156,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     w.add_argument("--max-delay-ms", type=float, help="longest wait for a batch to fill (default 50)")
     w.add_argument("--decode-workers", type=int, help="decode processes (default 2)")
     w.add_argument("--sample-fps", type=float, help="frames scored per second of stream time (default 1)")
-    w.add_argument("--keyframes-only", action="store_true", help="score keyframes only, decoding nothing else")
+    w.add_argument("--policy", choices=["grid", "keyframes", "adaptive"], default=None,
+                   help="sampling: grid (every 1/sample-fps s), keyframes (key frames only, decoded alone), adaptive (keyframes while "
+                   "a stream is calm, the grid while its EMA is at or above decode.watch_on); default grid")
+    w.add_argument("--keyframes-only", action="store_true", help="the same as --policy keyframes")
     w.add_argument("--metrics-port", type=int, help="Prometheus and health port (default 9108, 0 = off)")
     add_settings_flags(w)
     w.set_defaults(handler=_worker)

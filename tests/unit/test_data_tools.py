@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def _plain_set(root: Path, per_split: dict[str, int], size: int = 40) -> Path:
         for i in range(count):
             name = f"{split}-{i}.png"
             (root / split).mkdir(parents=True, exist_ok=True)
-            _scene(hash((split, i)) % 2**32, size, violent=i % 2 == 1).save(root / split / name)
+            _scene(zlib.crc32(f"{split}-{i}".encode()), size, violent=i % 2 == 1).save(root / split / name)
             rows.append({"file_name": name, "text": f"stream {i} {'fight' if i % 2 else 'chat'}", "label": i % 2})
         _write(root, split, rows)
     return root
@@ -78,7 +80,7 @@ def test_real_file_varieties_and_empty_captions_load_in_every_mode(tmp_path: Pat
     # A row without any text: image-only modes never read it, text modes count it as bad.
     _write(tmp_path, "train", [*rows, {"file_name": "grey.jpg", "label": 0}])
     assert len(load_dataset(tmp_path, 32, splits=("train",), max_bad_fraction=0.0, needs_text=False)["train"]) == 9
-    with pytest.raises(DataError, match="missing text for grey.jpg"):
+    with pytest.raises(DataError, match=r"missing text for grey\.jpg"):
         load_dataset(tmp_path, 32, splits=("train",), max_bad_fraction=0.0, needs_text=True)
 
 
@@ -118,8 +120,8 @@ def test_data_check_names_unreadable_files_leaks_and_long_captions(tmp_path: Pat
 
 
 def test_train_refuses_a_leaking_split_and_names_the_files(tmp_path: Path) -> None:
-    from framewatch.training.train import prepare
     from framewatch.training.distributed import Placement
+    from framewatch.training.train import prepare
 
     root = _plain_set(tmp_path / "data", {"train": 8, "val": 4, "test": 4})
     (root / "test" / "copy.png").write_bytes((root / "train" / "train-1.png").read_bytes())
@@ -203,9 +205,15 @@ def test_text_is_cached_next_to_the_data_and_read_back(tmp_path: Path) -> None:
     assert all(s.startswith("written") for s in first.text_cache.values()) and all(s.startswith("hit") for s in second.text_cache.values())
     a, b = first.splits["train"].text_features, second.splits["train"].text_features
     assert a is not None and b is not None and torch.equal(a, b)
-    assert list((root / ".framewatch-cache" / "text").glob("train-*.pt"))
+    assert [p.name for p in (root / ".framewatch-cache" / "text").glob("train-*/features.npy")] == ["features.npy"]
     changed = prepare(cfg.model_copy(update={"text_max_length": 9}), Placement(torch.device("cpu")), needs_text=True)
     assert all(s.startswith("written") for s in changed.text_cache.values())  # another max_length misses
+    weights = next(text.glob("*.safetensors"), None) or next(text.glob("*.bin"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # the encoder retrained in place
+    retrained = prepare(cfg, Placement(torch.device("cpu")), needs_text=True)
+    assert all(s.startswith("written") for s in retrained.text_cache.values())
+    for prepared in (first, second, changed, retrained):
+        prepared.close()
 
 
 # --- 6. the JSONL manifest -----------------------------------------------------------------
@@ -279,5 +287,63 @@ def test_a_bad_manifest_row_is_named(tmp_path: Path) -> None:
 
     manifest = tmp_path / "videos.csv"
     manifest.write_text("path,label,text\nclip.mp4,maybe,hello\n")
-    with pytest.raises(DataError, match="videos.csv line 2: unknown label 'maybe'"):
+    with pytest.raises(DataError, match=r"videos\.csv line 2: unknown label 'maybe'"):
         frames_from_videos(manifest, tmp_path / "out", 32, progress=False)
+
+
+def test_a_bad_manifest_line_is_one_bad_row(tmp_path: Path) -> None:
+    images = _plain_set(tmp_path / "pool", {"train": 30, "val": 6, "test": 6})
+    lines = [json.dumps({"path": str(images / split / row["file_name"]), "label": row["label"], "text": "", "split": split})
+             for split in ("train", "val", "test") for row in map(json.loads, (images / split / "metadata.jsonl").read_text().splitlines())]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join([*lines, "{not json"]) + "\n")
+    data = load_dataset(manifest, 32, max_bad_fraction=0.05)
+    assert [str(b) for b in data.bad_rows] == ["m.jsonl line 43: not valid JSON (Expecting property name enclosed in double quotes)"]
+
+
+def test_a_truncated_image_is_dropped_and_counted_not_a_crash(tmp_path: Path) -> None:
+    root = _plain_set(tmp_path, {"train": 40})
+    jpeg = io.BytesIO()
+    _scene(9, size=128).save(jpeg, format="JPEG", quality=95)
+    (root / "train" / "train-5.png").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])  # its header reads, its body does not
+    split = load_dataset(root, 32, splits=("train",))["train"]
+    order = batch_indices(len(split), 8, False)
+    for plan in (LoaderPlan("streamed", 1, 0, "test"), LoaderPlan("memory", 1, 0, "test")):
+        loader = SplitLoader(split, plan, max_bad_fraction=0.05)
+        rows = torch.cat([r for r, _ in loader(order)]).tolist()
+        assert 5 not in rows and len(rows) == 39 and list(loader.failed) == [5]
+        loader.close()
+    strict = SplitLoader(split, LoaderPlan("streamed", 1, 0, "test"), max_bad_fraction=0.0)
+    with pytest.raises(DataError, match=r"train-5\.png"):
+        list(strict(order))
+    strict.close()
+
+
+def test_blank_frames_and_a_carved_val_are_not_leakage(tmp_path: Path) -> None:
+    from framewatch.training.leakage import refuse_leakage
+
+    root = _plain_set(tmp_path / "data", {"train": 12, "test": 4})
+    for split in ("train", "test"):
+        Image.new("RGB", (40, 40), "black").save(root / split / "fade.png")
+        with (root / split / "metadata.jsonl").open("a") as handle:
+            handle.write(json.dumps({"file_name": "fade.png", "text": "", "label": 0}) + "\n")
+    (root / "train" / "twice.png").write_bytes((root / "train" / "train-1.png").read_bytes())  # the same image twice inside train
+    with (root / "train" / "metadata.jsonl").open("a") as handle:
+        handle.write(json.dumps({"file_name": "twice.png", "text": "", "label": 1}) + "\n")
+    dataset = load_dataset(root, 32)
+    assert dataset.val_carved
+    refuse_leakage(dataset)  # neither the shared black frame nor train's own duplicate (wherever carving put it) is leakage
+
+
+def test_from_videos_refuses_a_folder_with_an_old_data_set_and_reads_a_spreadsheet_csv(tmp_path: Path) -> None:
+    from framewatch.training.fromvideo import frames_from_videos
+
+    _video(tmp_path / "a.mp4", seconds=2)
+    manifest = tmp_path / "videos.csv"
+    manifest.write_text("\ufeffpath,label,text,split\na.mp4,violent,fight,train\n", encoding="utf-8")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metadata.jsonl").write_text("{}")
+    with pytest.raises(DataError, match="not empty"):
+        frames_from_videos(manifest, tmp_path / "old", 32, progress=False)
+    summary = frames_from_videos(manifest, tmp_path / "new", 32, progress=False)
+    assert summary["frames"]["train"] == 2
