@@ -26,6 +26,7 @@ the same cores; the ratios are what carry over between machines.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import math
 import multiprocessing
@@ -339,6 +340,10 @@ def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
         "FRAMEWATCH_DECODE__POLICY": settings.decode.policy,
         "FRAMEWATCH_DECODE__WATCH_ON": str(settings.decode.watch_on),
         "FRAMEWATCH_DECODE__WATCH_OFF": str(settings.decode.watch_off),
+        "FRAMEWATCH_DECODE__SAMPLE_FPS": str(settings.decode.sample_fps),
+        "FRAMEWATCH_SCORING__EMA_HALF_LIFE_S": str(settings.scoring.ema_half_life_s),
+        "FRAMEWATCH_SCORING__ALERT_ON": str(settings.scoring.alert_on),
+        "FRAMEWATCH_SCORING__ALERT_OFF": str(settings.scoring.alert_off),
         "FRAMEWATCH_BACKEND": settings.backend,
         "FRAMEWATCH_INTRA_OP_THREADS": str(settings.intra_op_threads),
         "FRAMEWATCH_LOG_LEVEL": "warning",
@@ -346,14 +351,15 @@ def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
 
 
 def watch_committed(client: redis.Redis, sandbox: Sandbox, streams: list[str], pid: int, timeout_s: float,
-                    on_first_frames: Callable[[], None] | None = None) -> Timeline:
+                    on_first_frames: Callable[[], None] | None = None) -> tuple[Timeline, bool]:
     """Like :func:`watch_until`, for a backlog whose frame count is not known in advance (the
-    adaptive policy decides per segment): until every offset is committed."""
+    adaptive policy decides per segment): until every offset is committed. Returns the timeline
+    and whether the backlog was completed (not: the worker died or the time ran out)."""
     timeline = Timeline()
     ends = end_offsets(sandbox)
     started = last_check = time.monotonic()
     last_memory = 0.0
-    while time.monotonic() - started < timeout_s:
+    while time.monotonic() - started < timeout_s and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         now = time.monotonic()
         seen = stream_frames(client, sandbox.keys, streams)
         if seen and on_first_frames is not None and (not timeline.points or timeline.points[-1][1] == 0):
@@ -368,9 +374,9 @@ def watch_committed(client: redis.Redis, sandbox: Sandbox, streams: list[str], p
             last_check = now
             if committed_offsets(sandbox) == ends:
                 timeline.points.append((time.monotonic(), stream_frames(client, sandbox.keys, streams)))
-                break
+                return timeline, True
         time.sleep(0.05)
-    return timeline
+    return timeline, False
 
 
 def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> dict[str, Any]:
@@ -439,9 +445,6 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
 def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSettings, engine: Engine, segments: list[BenchSegment],
                    infer_fps: float, services: Any, log_dir: Path, profile: Path | None = None) -> dict[str, Any]:
     """One policy: the decode pool alone, the worker from a backlog, latency at half load, the peer(s)."""
-    from framewatch.benchmarks.detection import detection_delay
-    from framewatch.benchmarks.ffmpeg_peer import FFMPEG_MISSING, ffmpeg_binary, run_ffmpeg_peer
-    from framewatch.benchmarks.naive_worker import run_naive_worker
 
     say = options.progress
     w = options.workload
@@ -455,8 +458,25 @@ def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSe
     bound = 1.0 / (1.0 / decode["decode_fps"] + 1.0 / infer_fps)
     sandbox = Sandbox(services.kafka_bootstrap, services.redis_url, partitions=max(options.streams, 1), name=f"{policy[:4]}{uuid.uuid4().hex[:6]}")
     sandbox.create_topics()
-    client = redis.Redis.from_url(services.redis_url)
-    producer = KafkaProducer(bootstrap_servers=sandbox.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
+    with contextlib.ExitStack() as stack:
+        client = redis.Redis.from_url(services.redis_url)
+        stack.callback(client.close)
+        producer = KafkaProducer(bootstrap_servers=sandbox.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
+        stack.callback(producer.close)
+        return _measure_policy(policy, options, settings, engine, segments, services, log_dir, profile, sandbox, client, producer,
+                               decode, bound, per_segment)
+
+
+def _measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSettings, engine: Engine, segments: list[BenchSegment],
+                    services: Any, log_dir: Path, profile: Path | None, sandbox: Sandbox, client: redis.Redis, producer: KafkaProducer,
+                    decode: dict[str, float], bound: float, per_segment: float) -> dict[str, Any]:
+    from framewatch.benchmarks.detection import detection_delay
+    from framewatch.benchmarks.ffmpeg_peer import FFMPEG_MISSING, ffmpeg_binary, run_ffmpeg_peer
+    from framewatch.benchmarks.naive_worker import run_naive_worker
+
+    say = options.progress
+    w = options.workload
+    segment_ms = round(w.segment_seconds * 1000)
     backlog_streams = [f"bench-{i}" for i in range(options.streams)]
     count = min(options.max_backlog_segments, max(options.streams * 2, math.ceil(bound * options.seconds / max(per_segment, 1))))
     say(f"[{policy}] backlog: {count} segments over {options.streams} streams")
@@ -471,7 +491,7 @@ def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSe
             if profile is not None:
                 profilers.append(start_profiler(worker.process.pid, profile, options.seconds / 2))
 
-        timeline = watch_committed(client, sandbox, backlog_streams, worker.process.pid, options.seconds * 20 + 120, start_profile)
+        timeline, complete = watch_committed(client, sandbox, backlog_streams, worker.process.pid, options.seconds * 20 + 120, start_profile)
         profiler = profilers[0] if profilers else None
         scored = timeline.points[-1][1] if timeline.points else 0
         e2e_fps = timeline.rate_between(scored)
@@ -479,13 +499,16 @@ def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSe
         half_rate = 0.5 * e2e_fps / max(frames_per_segment, 1e-9)
         say(f"[{policy}] latency at half load ({half_rate:.2f} segments/s for {options.seconds:.0f} s)")
         paced = run_paced(producer, client, sandbox, segments, [f"latency-{i}" for i in range(options.streams)], max(half_rate, 0.1),
-                          options.seconds, worker.process.pid, segment_ms, last_pts=lambda seg: seg.sampled_offsets_ms[0] if policy != "grid" else seg.sampled_offsets_ms[-1])
+                          options.seconds, worker.process.pid, segment_ms,
+                          # a calm stream under keyframes/adaptive: its segment's key frame (at 0); the grid: its last cell
+                          last_pts=lambda seg: seg.sampled_offsets_ms[0] if policy != "grid" else seg.sampled_offsets_ms[-1])
         rss_peak = max([*timeline.rss_mb, *(r for _, r, _ in paced.rss)], default=0.0)
         decoders_peak = max([*timeline.decoders_rss_mb, *(c for _, _, c in paced.rss)], default=0.0)
     finally:
+        exit_code = worker.stop()  # first: a profiler that hangs must not leave the worker running
         if profiler is not None:
-            profiler.wait(timeout=options.seconds + 60)
-        exit_code = worker.stop()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(timeout=options.seconds + 60)
     consumer_kwargs = {"session_timeout_ms": 6000, "max_poll_interval_ms": 60000}
     peer_fps: float | None = None
     peer_note = None
@@ -497,7 +520,8 @@ def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSe
             say(f"[{policy}] ffmpeg-subprocess peer on the same backlog ({options.seconds:.0f} s)")
             peer = run_ffmpeg_peer(engine, sandbox.bootstrap, sandbox.topic, f"peer-{sandbox.name}", services.redis_url, f"peer{sandbox.name}",
                                    options.seconds, settings.decode.policy, w.fps, w.segment_seconds, settings.decode.sample_fps,
-                                   settings.decode.workers, (settings.decode.watch_on, settings.decode.watch_off), consumer_kwargs=consumer_kwargs)
+                                   settings.decode.workers, (settings.decode.watch_on, settings.decode.watch_off),
+                                   settings.scoring.ema_half_life_s, settings.batch.max_batch, consumer_kwargs=consumer_kwargs)
             peer_fps = round(peer.frames_per_second, 2)
     naive_fps = None
     if options.naive and policy == "grid":
@@ -505,8 +529,6 @@ def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSe
         naive = run_naive_worker(engine, sandbox.bootstrap, sandbox.topic, f"naive-{sandbox.name}", services.redis_url, f"naive{sandbox.name}",
                                  options.seconds, settings.decode.sample_fps, consumer_kwargs)
         naive_fps = round(naive.frames_per_second, 2)
-    producer.close()
-    client.close()
     cores = describe()["cores"]
     stream_frames_per_second = frames_per_segment / w.segment_seconds  # sampled frames one live stream yields per second
     streams = e2e_fps / stream_frames_per_second if stream_frames_per_second else 0.0
@@ -519,7 +541,8 @@ def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSe
         "p50_latency_ms": round(percentile(paced.latencies_ms, 50), 1),
         "p99_latency_ms": round(percentile(paced.latencies_ms, 99), 1),
         "rss_mb": round(rss_peak, 1),
-        "detection_delay_s": detection_delay(settings.decode.policy, segment_ms=segment_ms, keyframe_ms=segment_ms),
+        "detection_delay_s": detection_delay(settings.decode.policy, segment_ms=segment_ms, keyframe_ms=segment_ms, decode=settings.decode,
+                                             scoring=settings.scoring),
         "workload": {"sampled_frames_per_segment_decode_alone": round(per_segment, 3), "backlog_segments": count, "scored_frames": scored,
                      "scored_frames_per_segment": round(frames_per_segment, 3)},
         "derived": {
@@ -534,6 +557,7 @@ def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSe
             "decoders_rss_mb": round(decoders_peak, 1),
             "live_streams": round(streams, 1),
             "worker_exit_code": exit_code,
+            "backlog_complete": complete,
         },
     }
 

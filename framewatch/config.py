@@ -162,8 +162,10 @@ class DecodeSettings(_Section):
 
     @model_validator(mode="after")
     def _policy(self) -> DecodeSettings:
-        if self.keyframes_only and self.policy == "grid":
-            self.policy = "keyframes"  # the older switch, kept working
+        if self.keyframes_only:  # the older switch, kept working
+            if "policy" in self.model_fields_set and self.policy != "keyframes":
+                raise ValueError(f"keyframes_only is the same as policy: keyframes, but policy is {self.policy}: keep one of them")
+            self.policy = "keyframes"
         if self.watch_off > self.watch_on:
             raise ValueError(f"watch_off={self.watch_off} must not exceed watch_on={self.watch_on}")
         return self

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from framewatch.training.data import load_dataset
+from framewatch.training.data import decode_or_explain, load_dataset
 from framewatch.training.metrics import binary_metrics, choose_threshold
 
 FEATURES = ("mean R", "mean G", "mean B", "saturation", "brightness std", "dark-red fraction")
@@ -53,7 +53,11 @@ def colour_baseline(data: Path | str, image_size: int = 64, positive_label: str 
     violent = dataset.violent_index
 
     def xy(split: str) -> tuple[np.ndarray, np.ndarray]:
-        return colour_features(dataset[split].images), (dataset[split].labels == violent).astype(np.int64)
+        # 256 frames at a time: six numbers a frame are kept, never the split's pixels.
+        paths = dataset[split].paths
+        chunks = [colour_features(np.stack([decode_or_explain(p, image_size) for p in paths[i : i + 256]])) for i in range(0, len(paths), 256)]
+        features = np.concatenate(chunks) if chunks else np.zeros((0, len(FEATURES)))
+        return features, (dataset[split].labels == violent).astype(np.int64)
 
     x_train, y_train = xy("train")
     mean, std, w = fit_logistic(x_train, y_train)

@@ -47,7 +47,7 @@ import math
 import struct
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import av
 import av.error
@@ -380,6 +380,7 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     frames: list[SampledFrame] = []
     decoded = 0
     first_time: float | None = None
+    first_seconds = 0.0
     segment_start: float = float(request.segment_start_ms) if request.segment_start_ms is not None else 0.0
     have_start = request.segment_start_ms is not None
     last_cell: int | None = None
@@ -392,7 +393,18 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     complete = False
     frame_ms = 1000.0 / float(stream.average_rate) if stream.average_rate else 0.0
     first_pts_ms = last_pts_ms = pts_ms = 0
-    for frame in container.decode(stream):
+    # Key frames only: the decoder never sees most frames, so the video's end (for the duration
+    # the scorer places the next message with, and for truncation) comes from the packets.
+    keyframes = request.keyframes_only and not is_image
+    packets_end_s: list[float] = []
+
+    def key_frames() -> Any:
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.time_base is not None:
+                packets_end_s.append(float((packet.pts + (packet.duration or 0)) * packet.time_base))
+            yield from packet.decode()
+
+    for frame in key_frames() if keyframes else container.decode(stream):
         decoded += 1
         if decoded > limits.max_frames:
             raise DecodeError("too-many-frames", f"more than max_frames={limits.max_frames} frames in one message")
@@ -410,6 +422,7 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                 segment_start = seconds * 1000.0
             if grid and request.segment_duration_ms is not None:
                 final_cell = math.ceil((segment_start + request.segment_duration_ms - 0.5) / period_ms) - 1
+            first_seconds = seconds
         pts_ms = round(segment_start + (seconds - first_time) * 1000) if have_start else round(seconds * 1000)
         if decoded == 1:
             first_pts_ms = last_pts_ms = pts_ms
@@ -417,10 +430,11 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
             frame_ms = float(pts_ms - last_pts_ms)  # no declared rate: the first interval stands for a frame
         last_pts_ms = max(last_pts_ms, pts_ms)
         cell = int(pts_ms // period_ms)
-        if grid:
+        if grid or keyframes:
             # The first frame of each grid cell; a cell that began before this segment is the previous
             # one's, unless it began within the truncation tolerance: a segment declared a few ms longer
-            # than its video (audio) leaves the cell at its end to the next segment.
+            # than its video (audio) leaves the cell at its end to the next segment. Key frames are
+            # capped the same way: an all-intra source gives sample_fps frames a second, not 30.
             keep = cell != last_cell and cell * period_ms >= segment_start - max(0.5, request.truncation_tolerance_ms)
             last_cell = cell
         else:
@@ -434,8 +448,11 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     if decoded == 0:
         raise DecodeError("decode-error", "no frame could be decoded")
     video_end_ms = last_pts_ms + frame_ms
+    if keyframes and packets_end_s and first_time is not None:
+        end_s = max(packets_end_s)
+        video_end_ms = max(video_end_ms, segment_start + (end_s - first_seconds) * 1000 if have_start else end_s * 1000)
     truncated = None
-    if final_cell is not None and not complete and request.segment_duration_ms is not None:
+    if ((final_cell is not None and not complete) or keyframes) and request.segment_duration_ms is not None:
         declared_end = segment_start + request.segment_duration_ms
         # Complete when the video reaches its declared end within a frame or the tolerance: a
         # container with audio declares its audio's end, a few milliseconds past the last frame.
@@ -460,7 +477,8 @@ def decode_request(d: DecodeSettings, engine: Engine, payload: bytes, content_ty
     return DecodeRequest(
         payload=payload, content_type=content_type, width=width, height=height,
         interpolation=getattr(engine, "interpolation", "bilinear"), sample_fps=d.sample_fps,
-        keyframes_only=(d.policy == "keyframes") if keyframes_only is None else keyframes_only,
+        # Undecided, an adaptive stream is a calm one: key frames (the worker decides per message).
+        keyframes_only=(d.policy in ("keyframes", "adaptive")) if keyframes_only is None else keyframes_only,
         segment_start_ms=segment_start_ms, limits=DecodeLimits(d.max_frames, d.max_pixels, d.max_decode_seconds), hwaccel=d.hwaccel,
         segment_duration_ms=segment_duration_ms, strict=d.strict, truncation_tolerance_ms=d.truncation_tolerance_ms,
     )

@@ -34,7 +34,10 @@ class WorkerMetrics:
         self.key_mismatch = Counter("framewatch_stream_key_mismatch_total", "Messages whose stream-id header differs from their key", registry=r)
         self.state_errors = Counter("framewatch_stream_state_errors_total", "Stream hash fields that could not be read back", registry=r)
         self.streams_cached = Gauge("framewatch_streams_cached", "Streams whose state the worker holds in memory", registry=r)
-        self.sampling = Counter("framewatch_sampling_messages_total", "Messages by how they were sampled (grid, keyframes)", ["mode"], registry=r)
+        self.sampling = Counter("framewatch_sampling_messages_total", "Decoded video messages by how they were sampled (grid, keyframes)",
+                                ["mode"], registry=r)
+        for mode in ("grid", "keyframes"):
+            self.sampling.labels(mode)
         self.hwaccel = Gauge("framewatch_decode_hwaccel", "1 when decode.hwaccel passed its start-up check on this device", ["device"], registry=r)
         self.hwaccel_messages = Counter("framewatch_decode_hwaccel_messages_total",
                                         "Messages decoded with decode.hwaccel set, by where they were decoded (device, software)", ["where"], registry=r)

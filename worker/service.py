@@ -337,7 +337,6 @@ class Worker:
         start = message.segment_start_ms if message.timed else 0
         state = self.scorer.streams.get(message.stream_id)  # read as the inference thread left it
         keyframes = self.sampler.keyframes_only(message.stream_id, state.ema if state is not None else None)
-        self.metrics.sampling.labels("keyframes" if keyframes else "grid").inc()
         request = decode_request(self.settings.decode, self.engine, message.payload, message.content_type, start, message.segment_duration_ms,
                                  keyframes_only=keyframes)
         if self.settings.faults.decode_hang_stream is not None and message.stream_id == self.settings.faults.decode_hang_stream:
@@ -366,6 +365,8 @@ class Worker:
                     self.offsets.mark_done(*key, msg.offset)
                     continue
                 self.metrics.decode_seconds.observe(result.seconds)
+                if message_is_video(inflight.job.request):
+                    self.metrics.sampling.labels("keyframes" if inflight.job.request.keyframes_only else "grid").inc()
                 if result.hwaccel is not None:
                     self._count_hwaccel(result.hwaccel)
                 self.metrics.frames_decoded.inc(result.decoded)
@@ -576,6 +577,10 @@ class Worker:
         self.metrics.paused.set(0)
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+def message_is_video(request: DecodeRequest) -> bool:
+    return request.content_type not in contracts.IMAGE_CONTENT_TYPES
 
 
 def check_hwaccel(device: str) -> str:

@@ -56,7 +56,7 @@ def test_bench_pipeline_writes_every_field(exported_model: Path, tmp_path: Path)
     for name, policy in result["policies"].items():
         assert set(policy) >= POLICY_FIELDS, name
         assert policy["workload"]["scored_frames"] > 0 and policy["e2e_fps"] > 0 and policy["derived"]["latency_samples"] > 0, name
-        assert policy["derived"]["worker_exit_code"] == 0, name
+        assert policy["derived"]["worker_exit_code"] == 0 and policy["derived"]["backlog_complete"], name
         assert (policy["peer_fps"] or 0) > 0 if shutil.which("ffmpeg") else policy["derived"]["peer_note"], name
     # keyframes take one frame from a one-keyframe segment, the grid one a second
     assert result["policies"]["keyframes"]["workload"]["scored_frames_per_segment"] == 1.0

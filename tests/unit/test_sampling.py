@@ -33,12 +33,31 @@ def test_keyframes_takes_every_key_frame_and_decodes_nothing_else() -> None:
     pts, decoded = _decode(payload, DecodeSettings(policy="grid", sample_fps=2), 6000, 4000)
     assert pts == [6000 + 500 * i for i in range(8)] and decoded >= 36  # the grid decodes (almost) every frame
     assert DecodeSettings(keyframes_only=True).policy == "keyframes"  # the older switch still works
+    with pytest.raises(ValueError, match="keep one of them"):
+        DecodeSettings(keyframes_only=True, policy="grid")
+
+
+def test_keyframes_are_capped_by_sample_fps_and_know_where_the_video_ends() -> None:
+    payload = _segment(2, gop=1)  # all intra: 20 key frames in 2 s
+    pts, _ = _decode(payload, DecodeSettings(policy="keyframes"), 0, 2000)
+    assert pts == [0, 1000]  # one a second, like the grid, not 20
+    one_key = _segment(2, gop=20)
+    result = decode_segment(decode_request(DecodeSettings(policy="keyframes"), MODEL, one_key, "video/mp2t", None, None))  # type: ignore[arg-type]
+    assert [f.pts_ms for f in result.frames] == [result.frames[0].pts_ms] and result.duration_ms == 2000  # the packets say where it ends
+    cut = decode_segment(decode_request(DecodeSettings(policy="keyframes"), MODEL, one_key, "video/mp2t", 0, 4000))  # type: ignore[arg-type]
+    assert cut.truncated is not None and "2000 ms before the declared 4000 ms" in cut.truncated and cut.duration_ms == 2000
 
 
 def test_the_sampler_s_hysteresis() -> None:
     sampler = Sampler("adaptive", watch_on=0.35, watch_off=0.25)
     assert sampler.keyframes_only("s", None) is True  # unknown: calm
     assert [sampler.keyframes_only("s", ema) for ema in (0.2, 0.36, 0.3, 0.26, 0.24, 0.3)] == [True, False, False, False, True, True]
+    # the scorer re-reading a watched stream (None) does not reset its decision
+    assert [sampler.keyframes_only("t", ema) for ema in (0.5, None, 0.3, 0.2)] == [False, False, False, True]
+    small = Sampler("adaptive", 0.35, 0.25, max_watched=2)
+    for stream in ("a", "b", "c"):
+        small.keyframes_only(stream, 0.9)
+    assert list(small.watched) == ["b", "c"]
     assert Sampler("grid", 0.35, 0.25).keyframes_only("s", 0.0) is False and Sampler("keyframes", 0.35, 0.25).keyframes_only("s", 1.0) is True
     with pytest.raises(ValueError, match="watch_off"):
         Sampler("adaptive", 0.2, 0.3)
