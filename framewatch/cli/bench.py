@@ -39,13 +39,14 @@ def _workload(args: argparse.Namespace) -> Any:
 def _bench_pipeline(args: argparse.Namespace) -> int:
     _benchmarks()
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from framewatch.benchmarks.pipeline import PipelineOptions, bench_pipeline
 
     console = Console()
     options = PipelineOptions(model=args.model, json_out=args.json, streams=args.streams, seconds=args.seconds, backend=args.backend or "auto",
-                              profile=args.profile, workload=_workload(args), progress=lambda text: console.print(f"[dim]· {text}"),
+                              profile=args.profile, workload=_workload(args), progress=lambda text: console.print(f"[dim]· {escape(text)}"),
                               policies=tuple(args.policies), peer=not args.no_peer, naive=args.naive, max_backlog_segments=args.max_backlog)
     result = bench_pipeline(options, _bench_settings(args))
     table = Table(title=f"framewatch bench pipeline: {result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores, "
@@ -69,13 +70,14 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 def _bench_soak(args: argparse.Namespace) -> int:
     _benchmarks()
     from rich.console import Console
+    from rich.markup import escape
 
     from framewatch.benchmarks.soak import SoakOptions, bench_soak
 
     console = Console()
     options = SoakOptions(model=args.model, json_out=args.json, minutes=args.minutes, load_fraction=args.load, saturated_fps=args.saturated_fps,
                           streams=args.streams, warmup_minutes=args.warmup_minutes, backend=args.backend or "auto", workload=_workload(args),
-                          progress=lambda text: console.print(f"[dim]· {text}"))
+                          progress=lambda text: console.print(f"[dim]· {escape(text)}"))
     result = bench_soak(options, _bench_settings(args))
     console.print(f"p50 {result['p50_latency_ms']:.0f} ms, p99 {result['p99_latency_ms']:.0f} ms; RSS after warm-up {result['rss_mb_after_warmup']:.0f} MiB "
                   f"→ {result['rss_mb_final']:.0f} MiB ({result['rss_growth_after_warmup']:+.1%}; goal < +10 %: "
@@ -126,13 +128,14 @@ def _bench_engine(args: argparse.Namespace) -> int:
 def _bench_train(args: argparse.Namespace) -> int:
     _benchmarks()
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from framewatch.benchmarks.training import bench_train
 
     console = Console()
     result = bench_train(args.images, args.image_size, args.image_encoder, args.data, args.steps, args.warmup, args.batch_size,
-                         args.workers, tuple(args.paths), progress=lambda text: console.print(f"[dim]· {text}"))
+                         args.workers, tuple(args.paths), progress=lambda text: console.print(f"[dim]· {escape(text)}"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"framewatch bench train: {args.images} frames at {args.image_size} px, {args.image_encoder}")
