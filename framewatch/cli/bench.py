@@ -133,6 +133,8 @@ def _bench_train(args: argparse.Namespace) -> int:
 
     from framewatch.benchmarks.training import bench_train
 
+    if args.data is not None and not (args.data / "train" / "metadata.jsonl").exists():
+        raise FrameWatchError(f"--data {args.data} is not an imagefolder data set with a train split (train/metadata.jsonl)")
     console = Console()
     result = bench_train(args.images, args.image_size, args.image_encoder, args.data, args.steps, args.warmup, args.batch_size,
                          args.workers, tuple(args.paths), progress=lambda text: console.print(f"[dim]· {escape(text)}"))

@@ -162,6 +162,7 @@ def lag_partitions(text: str) -> set[str]:
     return {line.split('partition="')[1].split('"')[0] for line in text.splitlines() if line.startswith("framewatch_consumer_lag{")}
 
 
+@pytest.mark.slow  # ~26 s: partitions moved between two workers; `make test-slow`
 def test_lag_series_leave_with_their_partitions(sandbox: Sandbox, exported_model: Path, tmp_path: Path) -> None:
     from framewatch.devservices import free_port
 

@@ -37,6 +37,7 @@ def _cfg(tiny: dict[str, Path], name: str, **kw: object) -> TrainConfig:
                        batch_size=16, text_encoder=str(tiny["text"]), text_max_length=16, fusion_dim=16, progress=False, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # ~110 s: every mode trained, evaluated, reported; `make test-slow`
 def test_every_mode_trains_evaluates_and_reports(tiny: dict[str, Path]) -> None:
     runs = {
         "baseline": _cfg(tiny, "baseline", mode="baseline"),

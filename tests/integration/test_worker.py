@@ -111,6 +111,7 @@ def test_sigterm_drains_in_flight_work_and_commits(sandbox: Sandbox, exported_mo
     assert sum(committed.values()) * 2 <= written
 
 
+@pytest.mark.slow  # ~26 s: the reliability suite kills workers too (test_faults, test_combined_faults); `make test-slow`
 def test_sigkill_and_restart_lose_nothing_and_rescore_only_uncommitted(sandbox: Sandbox, exported_model: Path, tmp_path: Path) -> None:
     client = redis.Redis.from_url(sandbox.redis_url)
     prod = producer(sandbox)

@@ -172,7 +172,7 @@ def _tiny_train(root: Path, out: Path, **overrides: Any) -> dict[str, Any]:
     return train(cfg)
 
 
-@pytest.mark.parametrize("augment", ["flip", "stream"])
+@pytest.mark.parametrize("augment", ["flip", pytest.param("stream", marks=pytest.mark.slow)])  # stream: ~32 s, `make test-slow`
 def test_a_streamed_run_and_an_in_memory_run_reach_the_same_metrics(tmp_path: Path, augment: str) -> None:
     root = _plain_set(tmp_path / "data", {"train": 24, "val": 8, "test": 8})
     streamed = _tiny_train(root, tmp_path / "s", loader="streamed", loader_workers=1, augment=augment)

@@ -236,6 +236,9 @@ def mistakes(tmp: Path) -> dict[tuple[str, ...], list[str]]:
         ("scores", "top"): ["--redis-url", DEAD_REDIS],
         ("scores", "alerts"): ["--redis-url", DEAD_REDIS],
         ("data", "synth"): [under_a_file, "--train", "2", "--val", "2", "--test", "2", "--quiet"],
+        ("data", "check"): [missing, "--quiet"],
+        ("data", "preview"): [missing, "--out", str(tmp / "preview.png")],
+        ("data", "from-videos"): [missing + ".csv", "--out", str(tmp / "frames"), "--quiet"],
         ("train",): ["--data", missing, "--out", str(tmp / "run"), "--quiet"],
         ("report",): [missing, "--out", str(tmp / "report.md")],
         ("evaluate-clip",): ["--data", missing],
@@ -245,6 +248,7 @@ def mistakes(tmp: Path) -> dict[tuple[str, ...], list[str]]:
         ("bench", "pipeline"): ["--model", missing, "--json", str(tmp / "p.json")],
         ("bench", "soak"): ["--model", missing, "--json", str(tmp / "s.json")],
         ("bench", "engine"): [missing, "--json", str(tmp / "e.json")],
+        ("bench", "train"): ["--data", missing, "--json", str(tmp / "t.json")],
         # a real video, a dead broker
         ("produce", "dead-broker"): [str(video), "--stream-id", "cam1", "--bootstrap-servers", DEAD_KAFKA, "--quiet"],
     }
