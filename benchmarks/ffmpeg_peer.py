@@ -20,7 +20,6 @@ import math
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from framewatch.benchmarks.naive_worker import ConsumerRun
 from framewatch.engines.base import Engine
 from framewatch.worker import contracts
 from framewatch.worker.sampling import Policy, Sampler
@@ -37,17 +37,6 @@ FFMPEG_MISSING = "ffmpeg is not installed (Debian: apt-get install ffmpeg): the 
 
 def ffmpeg_binary() -> str | None:
     return shutil.which("ffmpeg")
-
-
-@dataclass
-class PeerRun:
-    frames: int
-    messages: int
-    seconds: float
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
 SWS_FLAGS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "neighbor"}
@@ -81,7 +70,7 @@ def decode_with_ffmpeg(command: list[str], payload: bytes, width: int, height: i
 def run_ffmpeg_peer(engine: Engine, bootstrap: str, topic: str, group: str, redis_url: str, prefix: str, seconds: float,
                     policy: Policy, fps: float, segment_s: float, sample_fps: float = 1.0, workers: int = 2,
                     watch: tuple[float, float] = (0.35, 0.25), half_life_s: float = 10.0, max_batch: int = 32,
-                    consumer_kwargs: dict[str, Any] | None = None) -> PeerRun:
+                    consumer_kwargs: dict[str, Any] | None = None) -> ConsumerRun:
     """Consume ``topic`` from the start for up to ``seconds`` (from the first record), or until the
     backlog that was there at the start is done; the rate is over the time it was busy."""
     binary = ffmpeg_binary()
@@ -149,4 +138,4 @@ def run_ffmpeg_peer(engine: Engine, bootstrap: str, topic: str, group: str, redi
         pool.shutdown(wait=True)
         consumer.close(autocommit=False)
         client.close()
-    return PeerRun(frames, messages, finished - started if started is not None else 0.0)
+    return ConsumerRun(frames, messages, finished - started if started is not None else 0.0)

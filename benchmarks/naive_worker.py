@@ -25,7 +25,9 @@ from framewatch.worker import contracts
 
 
 @dataclass
-class NaiveRun:
+class ConsumerRun:
+    """What a competing consumer scored, and in how long (the naive worker, the ffmpeg peer)."""
+
     frames: int
     messages: int
     seconds: float
@@ -36,7 +38,7 @@ class NaiveRun:
 
 
 def run_naive_worker(engine: Engine, bootstrap: str, topic: str, group: str, redis_url: str, prefix: str,
-                     seconds: float, sample_fps: float = 1.0, consumer_kwargs: dict[str, int] | None = None) -> NaiveRun:
+                     seconds: float, sample_fps: float = 1.0, consumer_kwargs: dict[str, int] | None = None) -> ConsumerRun:
     """Consume ``topic`` for ``seconds`` (from the first message) and return what was scored."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_records=1, **(consumer_kwargs or {}))
@@ -74,4 +76,4 @@ def run_naive_worker(engine: Engine, bootstrap: str, topic: str, group: str, red
     finally:
         consumer.close(autocommit=False)
         client.close()
-    return NaiveRun(frames, messages, time.monotonic() - started if started is not None else 0.0)
+    return ConsumerRun(frames, messages, time.monotonic() - started if started is not None else 0.0)

@@ -218,28 +218,6 @@ def produce_backlog(producer: KafkaProducer, sandbox: Sandbox, segments: list[Be
     return frames
 
 
-def watch_until(client: redis.Redis, sandbox: Sandbox, streams: list[str], total: int, pid: int, timeout_s: float,
-                on_first_frames: Callable[[], None] | None = None) -> Timeline:
-    timeline = Timeline()
-    started = time.monotonic()
-    last_memory = 0.0
-    while time.monotonic() - started < timeout_s:
-        now = time.monotonic()
-        seen = stream_frames(client, sandbox.keys, streams)
-        if seen and on_first_frames is not None and (not timeline.points or timeline.points[-1][1] == 0):
-            on_first_frames()
-        timeline.points.append((now, seen))
-        if now - last_memory > 0.5:
-            rss, children = process_memory(pid)
-            timeline.rss_mb.append(rss)
-            timeline.decoders_rss_mb.append(children)
-            last_memory = now
-        if seen >= total:
-            break
-        time.sleep(0.05)
-    return timeline
-
-
 @dataclass
 class PacedResult:
     latencies_ms: list[float]
@@ -350,13 +328,14 @@ def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
     }
 
 
-def watch_committed(client: redis.Redis, sandbox: Sandbox, streams: list[str], pid: int, timeout_s: float,
-                    on_first_frames: Callable[[], None] | None = None) -> tuple[Timeline, bool]:
-    """Like :func:`watch_until`, for a backlog whose frame count is not known in advance (the
-    adaptive policy decides per segment): until every offset is committed. Returns the timeline
-    and whether the backlog was completed (not: the worker died or the time ran out)."""
+def watch_until(client: redis.Redis, sandbox: Sandbox, streams: list[str], total: int | None, pid: int, timeout_s: float,
+                on_first_frames: Callable[[], None] | None = None) -> tuple[Timeline, bool]:
+    """Frames visible in Redis over time, and the worker's memory, until ``total`` frames are in
+    Redis — or, with ``total`` None (the adaptive policy decides the count per segment), until every
+    offset is committed. Returns the timeline and whether the backlog was finished (not: the
+    worker died or the time ran out)."""
     timeline = Timeline()
-    ends = end_offsets(sandbox)
+    ends = end_offsets(sandbox) if total is None else None
     started = last_check = time.monotonic()
     last_memory = 0.0
     while time.monotonic() - started < timeout_s and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
@@ -370,7 +349,9 @@ def watch_committed(client: redis.Redis, sandbox: Sandbox, streams: list[str], p
             timeline.rss_mb.append(rss)
             timeline.decoders_rss_mb.append(children)
             last_memory = now
-        if now - last_check > 0.5:
+        if total is not None and seen >= total:
+            return timeline, True
+        if ends is not None and now - last_check > 0.5:
             last_check = now
             if committed_offsets(sandbox) == ends:
                 timeline.points.append((time.monotonic(), stream_frames(client, sandbox.keys, streams)))
@@ -491,7 +472,7 @@ def _measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchS
             if profile is not None:
                 profilers.append(start_profiler(worker.process.pid, profile, options.seconds / 2))
 
-        timeline, complete = watch_committed(client, sandbox, backlog_streams, worker.process.pid, options.seconds * 20 + 120, start_profile)
+        timeline, complete = watch_until(client, sandbox, backlog_streams, None, worker.process.pid, options.seconds * 20 + 120, start_profile)
         profiler = profilers[0] if profilers else None
         scored = timeline.points[-1][1] if timeline.points else 0
         e2e_fps = timeline.rate_between(scored)

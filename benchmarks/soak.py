@@ -74,7 +74,7 @@ def bench_soak(options: SoakOptions, settings: FrameWatchSettings) -> dict[str, 
                 count = max(4 * options.streams, 40)
                 say(f"measuring the saturated rate on a backlog of {count} segments")
                 total = produce_backlog(producer, sandbox, segments, streams, count, segment_ms)
-                saturated = watch_until(client, sandbox, streams, total, worker.process.pid, timeout_s=600).rate_between(total)
+                saturated = watch_until(client, sandbox, streams, total, worker.process.pid, timeout_s=600)[0].rate_between(total)
             rate = options.load_fraction * saturated / max(per_segment, 1)
             say(f"soak: {options.minutes:g} min at {options.load_fraction:.0%} of {saturated:.1f} frames/s ({rate:.2f} segments/s)")
             started = time.monotonic()
