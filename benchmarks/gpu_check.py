@@ -49,15 +49,14 @@ def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
     return detail if status == "VERIFIED" else None
 
 
-def versions(cudart: Any, runtime: tuple[tuple[int, int] | None, str] | None = None) -> dict[str, Any]:
+def versions(cudart: Any, gpu: Any) -> dict[str, Any]:
     """What this run actually used: the GPU, CUDA runtime library (and where it was read), the CUDA
     version cuda-python was built for (reported apart: it is not the runtime's), the driver,
     cuda-python, TensorRT, ONNX Runtime and torch where installed."""
     import importlib.metadata
 
-    from framewatch.engines.tensorrt_platform import cuda_python_version, query_gpu
+    from framewatch.engines.tensorrt_platform import cuda_python_version
 
-    gpu = query_gpu(cudart, 0, runtime)
     err, bindings_build = cudart.cudaRuntimeGetVersion()
     found: dict[str, Any] = {
         "gpu": gpu.name, "compute_capability": f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}",
@@ -84,8 +83,8 @@ def gpu_and_matrix(cudart: Any = None, runtime: tuple[tuple[int, int] | None, st
     from framewatch.engines.tensorrt_platform import check_support, import_cudart, query_gpu
 
     cudart = cudart or import_cudart()
-    VERSIONS.update(versions(cudart, runtime))
     gpu = query_gpu(cudart, 0, runtime)
+    VERSIONS.update(versions(cudart, gpu))
     matrix = {}
     for version in ("10.0.1", "10.4.0", "10.5.0", "10.13.0", "11.0.0"):
         try:

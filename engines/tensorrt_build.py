@@ -119,10 +119,11 @@ def existing_engine(artifact_dir: Path, manifest: ModelManifest, runtime: Tensor
                     request: BuildRequest | None = None) -> tuple[Path, BuildInfo] | None:
     """The cached plan for this TensorRT and GPU when it matches the artifact (and, given a
     request, was built with its precision, batch profile and workspace), else None."""
-    folder = engine_dir(artifact_dir, runtime.version, runtime.gpu())
+    gpu = runtime.gpu()
+    folder = engine_dir(artifact_dir, runtime.version, gpu)
     try:
         info = read_build(folder / BUILD_INFO_NAME)
-        validate_build(artifact_dir, manifest, info, runtime.version, runtime.gpu())
+        validate_build(artifact_dir, manifest, info, runtime.version, gpu)
     except (EngineError, OSError, TypeError, json.JSONDecodeError):
         return None
     if request is not None:

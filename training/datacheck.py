@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from framewatch.training.data import SPLITS, DataError, has_split, positive_index, read_meta, read_split
-from framewatch.training.leakage import file_digest
+from framewatch.training.leakage import blank_image, file_digest
 
 
 def dhash(image: Image.Image) -> int:
@@ -81,7 +81,7 @@ def check_dataset(root: Path, text_encoder: str = "minilm", max_length: int = 25
                     image.load()
                     sizes.append(image.size)
                     hashes.setdefault(split, []).append((dhash(image), data.files[i]))
-                    blank = float(np.asarray(image.convert("L").resize((32, 32)), dtype=np.float32).std()) < 3.0
+                    blank = blank_image(image)
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
                 unreadable.append(f"{data.files[i]} ({exc.__class__.__name__})")
                 continue

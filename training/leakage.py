@@ -26,15 +26,18 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def is_blank(path: Path) -> bool:
+def blank_image(image: Image.Image) -> bool:
     """A frame of (almost) one colour — black fade, title card — is no evidence of leakage:
     videos share them without sharing content."""
+    return float(np.asarray(image.convert("L").resize((32, 32)), dtype=np.float32).std()) < 3.0
+
+
+def is_blank(path: Path) -> bool:
     try:
         with Image.open(path) as image:
-            grey = np.asarray(image.convert("L").resize((32, 32)), dtype=np.float32)
+            return blank_image(image)
     except (OSError, ValueError):
         return False
-    return float(grey.std()) < 3.0
 
 
 def cross_split_duplicates(splits: dict[str, SplitData], merge: dict[str, str] | None = None) -> list[dict[str, list[str]]]:

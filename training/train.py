@@ -90,10 +90,6 @@ def batches(split: SplitTensors, batch_size: int, shuffle: bool, generator: torc
         yield batch
 
 
-def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return flip_batch(pixels, generator)
-
-
 # --- one stage ---------------------------------------------------------------------------
 
 ForwardFn = Callable[[dict[str, torch.Tensor], bool], torch.Tensor]
@@ -206,7 +202,7 @@ def run_stage(
         stream_seed = (cfg.seed, epoch) if cfg.augment == "stream" else None
         for batch in batches(train, cfg.batch_size, shuffle=True, generator=generator, rank=rt.rank, world=rt.world, augment_seed=stream_seed):
             if cfg.augment == "flip":
-                batch["pixels"] = augment(batch["pixels"], generator)
+                batch["pixels"] = flip_batch(batch["pixels"], generator)
             batch = {k: v.to(rt.device) for k, v in batch.items()}
             with autocast(rt.device):
                 logits = forward_with(trained, forward, batch)

@@ -42,6 +42,7 @@ context per container, so each message opens one: what that costs on a GPU is no
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import struct
@@ -135,14 +136,21 @@ def _format_for(content_type: str | None) -> str | None:
     return f"{image}_pipe" if image else None
 
 
+@functools.cache
+def hardware_devices() -> list[str]:
+    """The device types this PyAV's FFmpeg offers; asked once per process, not per message."""
+    from av.codec.hwaccel import hwdevices_available
+
+    return list(hwdevices_available())
+
+
 def hwaccel_settings(device: str, *, allow_software_fallback: bool = True) -> HWAccel:
     """PyAV's HWAccel for ``device``; HWAccelError where this PyAV or FFmpeg cannot offer it."""
     try:
         from av.codec.hwaccel import HWAccel as PyAVHWAccel
-        from av.codec.hwaccel import hwdevices_available
     except ImportError:
         raise HWAccelError(f"PyAV {av.__version__} has no hardware decoding (av.codec.hwaccel): install av>=14.1") from None
-    available = list(hwdevices_available())
+    available = hardware_devices()
     if device not in available:
         raise HWAccelError(f"this PyAV's FFmpeg has no '{device}' device (it has: {', '.join(available) or 'none'})")
     return PyAVHWAccel(device_type=device, allow_software_fallback=allow_software_fallback)
