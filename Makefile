@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "framewatch needs Python >= 3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[worker,train,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[worker,train,dashboard,dev]'
 	touch $(STAMP)
 
 # mypy checks the installed layout (framewatch.worker, …), mirrored by links in .typecheck/

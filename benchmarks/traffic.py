@@ -63,7 +63,7 @@ class Sandbox:
             "FRAMEWATCH_KAFKA__TOPIC": self.topic, "FRAMEWATCH_KAFKA__DLQ_TOPIC": self.dlq, "FRAMEWATCH_KAFKA__GROUP": self.group,
             "FRAMEWATCH_KAFKA__SESSION_TIMEOUT_MS": "6000", "FRAMEWATCH_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
             "FRAMEWATCH_KAFKA__MAX_POLL_INTERVAL_MS": "10000", "FRAMEWATCH_REDIS__URL": self.redis_url,
-            "FRAMEWATCH_REDIS__PREFIX": self.prefix, "FRAMEWATCH_METRICS_PORT": "0", "FRAMEWATCH_LOG_FORMAT": "json",
+            "FRAMEWATCH_REDIS__PREFIX": self.prefix, "FRAMEWATCH_EVIDENCE__PREFIX": f"{self.prefix}:evidence", "FRAMEWATCH_METRICS_PORT": "0", "FRAMEWATCH_LOG_FORMAT": "json",
             "FRAMEWATCH_DECODE__WORKERS": "1", "FRAMEWATCH_BATCH__MAX_DELAY_MS": "20", "PYTHONUNBUFFERED": "1",
         })
         env.update(extra)

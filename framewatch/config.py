@@ -192,12 +192,39 @@ class ScoringSettings(_Section):
         return self
 
 
+class EvidenceSettings(_Section):
+    """Evidence for alerts and near misses (docs/review.md): frames as JPEG, in a store of their own."""
+
+    backend: Literal["redis", "local", "none"] = Field(
+        "redis", description="Where evidence goes: redis (its own prefix, TTL and memory budget; url below), local (a directory; "
+        "one node or a shared volume), none (alerts carry no evidence).")
+    redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://", description="Evidence Redis (a separate database or "
+                                  "instance keeps it apart from the scores); default: redis.url with redis's credentials.")
+    prefix: str = Field("framewatch:evidence", pattern=r"^[A-Za-z0-9_.:\-]+$", description="Key prefix of the Redis backend.")
+    dir: Path = Field(Path("evidence"), description="Directory of the local backend.")
+    retention_s: int = Field(7 * 24 * 3600, ge=60, description="Evidence is deleted this long after it was written, unless a "
+                             "moderator labelled its alert: then it is kept until `framewatch feedback export` took it.")
+    budget_mb: float = Field(256.0, gt=0, description="The store's size limit: the oldest unlabelled evidence goes first; "
+                             "evidence that cannot fit is refused (the alert says so), never the scores.")
+    long_side: int = Field(480, ge=64, le=1920, description="Evidence frames are scaled to at most this many pixels on the long side.")
+    jpeg_qscale: int = Field(4, ge=2, le=31, description="JPEG quantizer (FFmpeg's -q:v): 2 best, 31 smallest.")
+    hold_above: float = Field(0.3, ge=0, le=1, description="The best frame of a stream's window is kept in memory only when it "
+                              "scores at least this (the raising frame itself always has its evidence).")
+    near_miss_margin: float = Field(0.15, ge=0, le=1, description="A frame whose EMA is within this below scoring.alert_on, "
+                                    "while no alert is open, is a near miss (0 = none).")
+    near_miss_rate: float = Field(0.2, ge=0, le=1, description="The fraction of near misses queued for review (sampled by a hash "
+                                  "of the frame, so a replay samples the same ones).")
+    near_miss_cooldown_s: float = Field(60.0, ge=0, description="At most one near miss per stream in this much stream time.")
+
+
 class FaultSettings(_Section):
     """Fault injection for the reliability suite (tests/reliability); leave at the defaults."""
 
     infer_delay_ms: float = Field(0.0, ge=0, description="Sleep before every inference batch: an engine slower than the poll interval.")
     infer_fail_after: int | None = Field(None, ge=0, description="The engine raises after this many batches: an engine failure (CUDA, TensorRT).")
     decode_hang_stream: str | None = Field(None, description="Decodes of this stream's messages hang (a stuck decoder that ignores SIGTERM).")
+    exit_after_evidence: bool = Field(False, description="The process exits (status 70) right after writing an alert's evidence, before "
+                                      "the alert: a worker killed between the two.")
 
 
 class FrameWatchSettings(BaseSettings):
@@ -224,6 +251,7 @@ class FrameWatchSettings(BaseSettings):
     decode: DecodeSettings = DecodeSettings()
     batch: BatchSettings = BatchSettings()
     scoring: ScoringSettings = ScoringSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
     faults: FaultSettings = FaultSettings()
     shutdown_grace_s: float = Field(25.0, ge=2, description="SIGTERM to exit at most this long (keep it under the orchestrator's grace period).")
 

@@ -24,6 +24,13 @@ HEADER_PRODUCED_AT_MS = "produced-at-ms"
 # Names the broadcast a segment belongs to; a new value starts a new broadcast of the stream.
 HEADER_BROADCAST_ID = "broadcast-id"
 MAX_BROADCAST_ID_BYTES = 128
+# The stream's metadata text (optional). Never scored — the deployed model is image-only — but kept
+# with the evidence of an alert, where it makes a moderator's decision an image–text training pair.
+HEADER_STREAM_TITLE = "stream-title"
+HEADER_STREAM_CATEGORY = "stream-category"
+HEADER_CAPTION = "caption"  # the whole text at once; wins over title and category
+METADATA_HEADERS = (HEADER_STREAM_TITLE, HEADER_STREAM_CATEGORY, HEADER_CAPTION)
+MAX_METADATA_BYTES = 1024
 
 VIDEO_CONTENT_TYPES: dict[str, str] = {
     "video/mp2t": "mpegts",
@@ -71,6 +78,7 @@ class SegmentMessage:
     key: bytes | None = None  # as received
     record_ts_ms: int = -1  # the Kafka record timestamp (-1: none)
     broadcast_id: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # (header, text) of the metadata headers present
 
     @property
     def timed(self) -> bool:
@@ -134,6 +142,30 @@ def _broadcast_id(raw: bytes | None) -> str | None:
     return text
 
 
+def _metadata(headers: dict[str, bytes]) -> tuple[tuple[str, str], ...]:
+    """The metadata headers present, as text. Invalid metadata is dropped, never fatal: it is not
+    scored, and a segment is not lost for a title with a stray byte (it is cut to the limit and
+    decoded with replacement characters; control characters become spaces)."""
+    out = []
+    for name in METADATA_HEADERS:
+        raw = headers.get(name)
+        if not raw:
+            continue
+        text = raw[:MAX_METADATA_BYTES].decode("utf-8", "replace")
+        text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+        if text:
+            out.append((name, text))
+    return tuple(out)
+
+
+def caption(metadata: Iterable[tuple[str, str]] | dict[str, str]) -> str:
+    """The training text of a stream's metadata: ``caption`` if given, else "title. category"."""
+    fields = dict(metadata)
+    if fields.get(HEADER_CAPTION):
+        return fields[HEADER_CAPTION]
+    return ". ".join(fields[k] for k in (HEADER_STREAM_TITLE, HEADER_STREAM_CATEGORY) if fields.get(k))
+
+
 def parse_message(
     topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
     headers: Iterable[tuple[str, bytes | None]] | None, max_bytes: int, record_ts_ms: int | None = None,
@@ -163,15 +195,16 @@ def parse_message(
         headers=raw_headers, key=key,
         record_ts_ms=record_ts_ms if record_ts_ms is not None and record_ts_ms >= 0 else -1,
         broadcast_id=_broadcast_id(hdrs.get(HEADER_BROADCAST_ID)),
+        metadata=_metadata(hdrs),
     )
 
 
 def segment_headers(
     content_type: str, segment_start_ms: int | None = None, captured_at_ms: int | None = None,
     produced_at_ms: int | None = None, stream_id: str | None = None, segment_duration_ms: int | None = None,
-    broadcast_id: str | None = None,
+    broadcast_id: str | None = None, metadata: dict[str, str] | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Headers a producer attaches to one segment."""
+    """Headers a producer attaches to one segment (``metadata``: stream-title, stream-category, caption)."""
     headers = [(HEADER_CONTENT_TYPE, content_type.encode())]
     for name, number in (
         (HEADER_SEGMENT_START_MS, segment_start_ms),
@@ -185,6 +218,10 @@ def segment_headers(
         headers.append((HEADER_STREAM_ID, stream_id.encode()))
     if broadcast_id is not None:
         headers.append((HEADER_BROADCAST_ID, broadcast_id.encode()))
+    for name, text in (metadata or {}).items():
+        if name not in METADATA_HEADERS:
+            raise ValueError(f"{name!r} is not a metadata header ({', '.join(METADATA_HEADERS)})")
+        headers.append((name, text.encode("utf-8")))
     return headers
 
 
@@ -269,8 +306,35 @@ A_AT_MS = "at_ms"
 A_MODEL = "model"
 A_BROADCAST = "broadcast"
 A_EVENT_ID = "event_id"
+# On a raise: the evidence ids (comma-separated; the raising frame first, then the best frame of
+# the window), written to the evidence store before the event; or why there is none.
+A_EVIDENCE = "evidence"
+A_EVIDENCE_ERROR = "evidence_error"
+A_THRESHOLD = "threshold"  # scoring.alert_on when the event was written: why it fired
+A_SCORE = "score"  # the frame's own score
 ALERT_RAISE = "raise"
 ALERT_CLEAR = "clear"
+
+# Fields of a near-miss entry (framewatch:nearmiss): a frame whose EMA came within
+# evidence.near_miss_margin of alert_on without crossing it, sampled for review.
+N_STREAM, N_BROADCAST, N_PTS_MS, N_SCORE, N_EMA, N_THRESHOLD, N_MODEL, N_AT_MS, N_EVIDENCE, N_EVENT_ID = (
+    "stream", "broadcast", "pts_ms", "score", "ema", "threshold", "model", "at_ms", "evidence", "event_id")
+
+# Fields of a feedback entry (framewatch:feedback), written by the dashboard.
+FB_ITEM = "item"  # the alert's or near miss's event_id
+FB_KIND = "kind"  # "alert" | "near-miss"
+FB_LABEL = "label"  # one of FEEDBACK_LABELS
+FB_REVIEWER = "reviewer"
+FB_AT_MS = "at_ms"
+FB_NOTE = "note"
+FB_STREAM = "stream"
+FB_EVIDENCE = "evidence"
+FB_PREVIOUS = "previous"  # the reviewer's label before this decision ("" for the first)
+LABEL_VIOLENT = "violent"
+LABEL_NOT_VIOLENT = "not-violent"
+LABEL_UNSURE = "unsure"
+FEEDBACK_LABELS = (LABEL_VIOLENT, LABEL_NOT_VIOLENT, LABEL_UNSURE)
+MAX_NOTE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -301,3 +365,21 @@ class RedisKeys:
     def active_seen(self) -> str:
         """Stream ids scored by the wall clock (epoch ms) of their last write: the sweep's index."""
         return f"{self.prefix}:active:seen"
+
+    @property
+    def nearmiss(self) -> str:
+        return f"{self.prefix}:nearmiss"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}:feedback"
+
+    @property
+    def decisions(self) -> str:
+        """Hash: item event_id -> JSON {reviewer: label}, the current decisions (the feedback stream is the history)."""
+        return f"{self.prefix}:decisions"
+
+    @property
+    def last_export(self) -> str:
+        """String (JSON): the last feedback entry ``feedback export`` took, and when."""
+        return f"{self.prefix}:feedback:last-export"

@@ -32,6 +32,7 @@ import redis.exceptions as rex
 
 from framewatch.logs import get_logger
 from framewatch.worker.batcher import DynamicBatcher
+from framewatch.worker.evidence import EvidenceRecorder
 from framewatch.worker.metrics import Health, WorkerMetrics
 from framewatch.worker.redis_io import TRANSIENT_ERRORS, Publisher, ScoredFrame, parse_state, stream_specific
 from framewatch.worker.scoring import SKIP_REPLAY, FrameScore, MessageTime, Scoring, StreamScorer
@@ -49,6 +50,7 @@ class Message(Protocol):
     remaining: int
     finished_frames: set[int]
     produced_at_ms: int | None
+    message: Any  # contracts.SegmentMessage
 
 
 def pending_error(refusal: Exception | None) -> rex.ResponseError:
@@ -61,6 +63,7 @@ class FrameItem:
     index: int  # the frame's index among the message's sampled frames
     offset_ms: int  # stream time after the message's start
     pixels: np.ndarray
+    evidence: bytes | None = None  # the frame as JPEG at evidence size (evidence.backend set)
 
 
 class RateLimitedLog:
@@ -90,7 +93,8 @@ class InferenceLoop:
                  metrics: WorkerMetrics, health: Health, is_current: Callable[[Any], bool], done: Callable[[Any], None],
                  reject: Callable[[Any, str, str], None], take_invalidations: Callable[[], tuple[bool, set[str]]],
                  hard_stop: threading.Event, fatal: Callable[[str], None],
-                 stale_after_s: float = 120.0, infer_delay_ms: float = 0.0, infer_fail_after: int | None = None) -> None:
+                 stale_after_s: float = 120.0, infer_delay_ms: float = 0.0, infer_fail_after: int | None = None,
+                 recorder: EvidenceRecorder | None = None) -> None:
         self.batcher = batcher
         self.engine = engine
         self.scorer = scorer
@@ -107,6 +111,7 @@ class InferenceLoop:
         self.sweep_interval_s = min(10.0, stale_after_s / 4)
         self.infer_delay_ms = infer_delay_ms
         self.infer_fail_after = infer_fail_after
+        self.recorder = recorder
         self.batches = 0
         self.redis_ok = True
         self.skips = RateLimitedLog()
@@ -164,6 +169,11 @@ class InferenceLoop:
         # that returns is read back, never continued from a stale cache.
         self.scorer.forget_idle(self.stale_after_s / 2)
         self.metrics.streams_cached.set(len(self.scorer.streams))
+        if self.recorder is not None:
+            try:
+                self.recorder.store.sweep()
+            except Exception as exc:
+                log.warning("evidence retention sweep failed; next time", error=f"{exc.__class__.__name__}: {exc}")
         try:
             removed, cleared = self.publisher.sweep(self.stale_after_s)
         except Exception as exc:  # upkeep is retried at the next sweep; it never stops scoring
@@ -228,8 +238,10 @@ class InferenceLoop:
 
     def _write(self, pending: list[tuple[FrameItem, float]]) -> None:
         """One attempt at the whole batch; streams whose own writes Redis refused are dead-lettered."""
-        frames, finished, scoring = self._score(pending)
-        failed = self.publisher.write(frames, {f.score.stream_id: scoring.states[f.score.stream_id] for f in frames})
+        frames, finished, scoring, images = self._score(pending)
+        # Evidence first: the alerts of this batch name it, so it is in the store before they are.
+        prepared = self.recorder.prepare(zip((f.score for f in frames), images, strict=True)) if self.recorder is not None else None
+        failed = self.publisher.write(frames, {f.score.stream_id: scoring.states[f.score.stream_id] for f in frames}, prepared)
         scoring.commit(set(scoring.states) - set(failed))
         for stream_id, error in failed.items():
             self._reject_stream(stream_id, pending, error)
@@ -272,7 +284,7 @@ class InferenceLoop:
         for inflight in messages.values():
             self.reject(inflight, ERROR_REDIS_REJECTED, f"Redis refused the writes of stream {stream_id!r}: {error}")
 
-    def _score(self, pending: list[tuple[FrameItem, float]]) -> tuple[list[ScoredFrame], list[FrameItem], Scoring]:
+    def _score(self, pending: list[tuple[FrameItem, float]]) -> tuple[list[ScoredFrame], list[FrameItem], Scoring, list[bytes | None]]:
         unknown = list(dict.fromkeys(item.inflight.stream_id for item, _ in pending
                                      if not self.scorer.knows(item.inflight.stream_id)))
         for stream_id, (fields, state) in self.publisher.read_states(unknown).items():
@@ -286,15 +298,19 @@ class InferenceLoop:
         scoring = self.scorer.begin()
         frames: list[ScoredFrame] = []
         finished: list[FrameItem] = []
+        images: list[bytes | None] = []
         for item, probability in pending:
             msg = item.inflight
+            if self.recorder is not None:
+                self.recorder.note_metadata(msg.stream_id, msg.message.metadata)
             result = scoring.update(msg.stream_id, msg.msg_time, item.index, item.offset_ms, probability)
             finished.append(item)
             if isinstance(result, FrameScore):
                 frames.append(ScoredFrame(result, msg.msg_time.partition, msg.msg_time.offset))
+                images.append(item.evidence)
             else:
                 self._skipped(msg, result)
-        return frames, finished, scoring
+        return frames, finished, scoring, images
 
     def _skipped(self, msg: Any, reason: str) -> None:
         self.metrics.frames_skipped.labels(reason).inc()

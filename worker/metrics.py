@@ -49,6 +49,11 @@ class WorkerMetrics:
         self.dlq = Counter("framewatch_dlq_total", "Messages sent to the dead-letter topic", ["error_type"], registry=r)
         self.redis_errors = Counter("framewatch_redis_errors_total", "Failed Redis writes (retried)", registry=r)
         self.alerts = Counter("framewatch_alerts_total", "Alert events", ["event"], registry=r)
+        self.evidence_written = Counter("framewatch_evidence_written_total", "Evidence frames stored, by kind (trigger, best, near-miss)",
+                                        ["kind"], registry=r)
+        self.evidence_failed = Counter("framewatch_evidence_failed_total", "Evidence frames not stored, by reason (budget, error, no-frame)",
+                                       ["reason"], registry=r)
+        self.near_misses = Counter("framewatch_near_misses_total", "Near misses queued for review", registry=r)
         self.commits = Counter("framewatch_commits_total", "Offset commits", registry=r)
         self.batch_size = Histogram("framewatch_batch_size", "Frames per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.decode_seconds = Histogram("framewatch_decode_seconds", "Decode time per message", buckets=LATENCY_BUCKETS, registry=r)

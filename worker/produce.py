@@ -13,7 +13,8 @@ from framewatch.worker.media import Segment, cut_segments, read_video
 
 
 def publish_segments(producer: KafkaProducer, topic: str, stream_id: str, segments: Iterable[Segment], realtime: bool = False,
-                     segment_seconds: float = 2.0, on_sent: object = None, broadcast_id: str | None = None) -> int:
+                     segment_seconds: float = 2.0, on_sent: object = None, broadcast_id: str | None = None,
+                     metadata: dict[str, str] | None = None) -> int:
     started = time.monotonic()
     sent = 0
     for segment in segments:
@@ -23,7 +24,7 @@ def publish_segments(producer: KafkaProducer, topic: str, stream_id: str, segmen
             time.sleep(max(0.0, due - time.monotonic()))
         now_ms = int(time.time() * 1000)
         headers = segment_headers(segment.content_type, segment_start_ms=segment.start_ms, captured_at_ms=now_ms, produced_at_ms=now_ms,
-                                  segment_duration_ms=segment.duration_ms, broadcast_id=broadcast_id)
+                                  segment_duration_ms=segment.duration_ms, broadcast_id=broadcast_id, metadata=metadata)
         producer.send(topic, key=stream_id.encode(), value=segment.payload, headers=headers)
         sent += 1
         if callable(on_sent):
@@ -34,7 +35,7 @@ def publish_segments(producer: KafkaProducer, topic: str, stream_id: str, segmen
 
 def produce_file(producer: KafkaProducer, topic: str, video: Path, stream_id: str, segment_seconds: float = 2.0, fmt: str = "mpegts",
                  loop: bool = False, realtime: bool = False, max_segments: int | None = None, verbose: bool = True,
-                 start_ms: int = 0, broadcast_id: str | None = None) -> int:
+                 start_ms: int = 0, broadcast_id: str | None = None, metadata: dict[str, str] | None = None) -> int:
     total = 0
     offset_ms = start_ms
     while True:
@@ -49,7 +50,7 @@ def produce_file(producer: KafkaProducer, topic: str, video: Path, stream_id: st
         segments = cut_segments(frames, fps, segment_seconds, fmt, start_ms=offset_ms)
         if max_segments is not None:
             segments = (s for i, s in enumerate(segments) if total + i < max_segments)
-        total += publish_segments(producer, topic, stream_id, segments, realtime, segment_seconds, report, broadcast_id)
+        total += publish_segments(producer, topic, stream_id, segments, realtime, segment_seconds, report, broadcast_id, metadata)
         offset_ms = max(ends, default=offset_ms)
         if not loop or (max_segments is not None and total >= max_segments):
             return total

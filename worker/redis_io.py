@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.exceptions as rex
@@ -35,6 +35,9 @@ from framewatch.config import RedisSettings
 from framewatch.logs import get_logger
 from framewatch.worker import contracts as c
 from framewatch.worker.scoring import REASON_STALE, FrameScore, StreamState
+
+if TYPE_CHECKING:
+    from framewatch.worker.evidence import Prepared
 
 log = get_logger("redis")
 
@@ -76,14 +79,19 @@ class ScoredFrame:
 
 
 def alert_event_fields(stream_id: str, event: str, reason: str, ema: float, pts_ms: int, broadcast: str, model: str,
-                       now_ms: int) -> dict[str, str]:
+                       now_ms: int, threshold: float | None = None, score: float | None = None) -> dict[str, str]:
     """One alert event as written to the alerts stream and published. ``event_id`` is the same for
     the same event written twice (a retry on a cluster), so readers can drop the copy."""
-    return {
+    fields = {
         c.A_STREAM: stream_id, c.A_EVENT: event, c.A_REASON: reason, c.A_EMA: f"{ema:.6f}", c.A_PTS_MS: str(pts_ms),
         c.A_AT_MS: str(now_ms), c.A_MODEL: model, c.A_BROADCAST: broadcast,
         c.A_EVENT_ID: f"{stream_id}/{broadcast}/{pts_ms}/{event}",
     }
+    if threshold is not None:
+        fields[c.A_THRESHOLD] = f"{threshold:.6f}"
+    if score is not None:
+        fields[c.A_SCORE] = f"{score:.6f}"
+    return fields
 
 
 def state_fields(state: StreamState) -> dict[str, str]:
@@ -176,8 +184,9 @@ return 0
 
 
 class Publisher:
-    def __init__(self, client: Any, settings: RedisSettings, model_name: str) -> None:
+    def __init__(self, client: Any, settings: RedisSettings, model_name: str, alert_on: float | None = None) -> None:
         self.client = client
+        self.alert_on = alert_on
         self.keys = c.RedisKeys(settings.prefix)
         self.settings = settings
         self.model_name = model_name
@@ -198,8 +207,10 @@ class Publisher:
             out[stream_id] = (fields, parse_state(fields)[0] if fields else None)
         return out
 
-    def write(self, frames: Sequence[ScoredFrame], states: dict[str, StreamState]) -> dict[str, Exception]:
+    def write(self, frames: Sequence[ScoredFrame], states: dict[str, StreamState], evidence: Prepared | None = None) -> dict[str, Exception]:
         """Write one batch (frames in stream order per stream) with each stream's final state.
+        ``evidence``: the fields its raise events gain (evidence ids, already stored) and the near
+        misses to queue, written with the alerts.
 
         Returns the streams whose commands Redis refused, with the error (the caller dead-letters
         their messages); raises what concerns the whole batch (connection errors, and on a single
@@ -210,13 +221,19 @@ class Publisher:
         now_ms = int(time.time() * 1000)
         ttl = self.settings.ttl_seconds
         events = [alert_event_fields(f.score.stream_id, e.event, e.reason, f.score.ema, f.score.pts_ms, e.broadcast,
-                                     self.model_name, now_ms) for f in frames for e in f.score.events]
-        if self.cluster and events:
+                                     self.model_name, now_ms, self.alert_on, f.score.score) for f in frames for e in f.score.events]
+        near_misses = evidence.near_misses if evidence is not None else []
+        if evidence is not None:
+            for event in events:
+                event.update(evidence.alerts.get(event[c.A_EVENT_ID], {}))
+        if self.cluster and (events or near_misses):
             # Before the frames that raise them: an event is never lost to a write cut short,
             # at worst written twice (same event_id).
             alerts = self.client.pipeline(transaction=False)
             for event in events:
                 alerts.xadd(self.keys.alerts, event, maxlen=self.settings.alerts_maxlen, approximate=True)
+            for near in near_misses:
+                alerts.xadd(self.keys.nearmiss, near, maxlen=self.settings.alerts_maxlen, approximate=True)
             alerts.execute()
         pipe = self.client.pipeline(transaction=not self.cluster)
         owners: list[str | None] = []
@@ -224,6 +241,9 @@ class Publisher:
         if not self.cluster:
             for event in events:
                 pipe.xadd(self.keys.alerts, event, maxlen=self.settings.alerts_maxlen, approximate=True)
+                owners.append(None)
+            for near in near_misses:
+                pipe.xadd(self.keys.nearmiss, near, maxlen=self.settings.alerts_maxlen, approximate=True)
                 owners.append(None)
         latest: dict[str, ScoredFrame] = {}
         history = self.client.pipeline(transaction=False) if self.cluster else pipe

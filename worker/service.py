@@ -38,6 +38,7 @@ from framewatch.worker.batcher import DynamicBatcher
 from framewatch.worker.deadletter import DLQ_HEADER_ROOM, DeadLetterFailed, DeadLetters
 from framewatch.worker.decode import DecodeError, DecodeRequest, HWAccelError, decode_request, probe_hwaccel
 from framewatch.worker.decode_pool import DecodeJob, DecodePool
+from framewatch.worker.evidence import EvidenceRecorder, open_store
 from framewatch.worker.inference import FrameItem, InferenceLoop, RateLimitedLog
 from framewatch.worker.kafka_client import BrokerWatch, connect_consumer, partition_lag, stuck_partition
 from framewatch.worker.metrics import Health, WorkerMetrics, serve
@@ -153,7 +154,8 @@ class Worker:
         k = s.kafka
         server = serve(self.metrics, self.health, s.metrics_host, s.metrics_port) if s.metrics_port else None
         self.redis = connect(s.redis, writer=True)
-        self.publisher = Publisher(self.redis, s.redis, self.engine.name)
+        self.publisher = Publisher(self.redis, s.redis, self.engine.name, s.scoring.alert_on)
+        recorder = self._evidence_recorder()
         memory_cap = s.decode.max_memory_mb
         if s.decode.hwaccel and memory_cap:
             # A CUDA context reserves far more address space than it uses (tens of GB), so an
@@ -176,7 +178,7 @@ class Worker:
             health=self.health, is_current=self._current, done=self.completions.put, reject=self._reject,
             take_invalidations=self._take_invalidations, hard_stop=self.hard_stop, fatal=self.fatal,
             stale_after_s=s.scoring.stale_after_s,
-            infer_delay_ms=s.faults.infer_delay_ms, infer_fail_after=s.faults.infer_fail_after)
+            infer_delay_ms=s.faults.infer_delay_ms, infer_fail_after=s.faults.infer_fail_after, recorder=recorder)
         inference = threading.Thread(target=self.inference.run, name="inference", daemon=True)
         inference.start()
         log.info("worker started", topic=k.topic, group=k.group, model=self.engine.name, backend=self.engine.backend,
@@ -194,6 +196,30 @@ class Worker:
             if server is not None:
                 server.shutdown()
         return 0 if self.failed is None else 1
+
+    def _evidence_recorder(self) -> EvidenceRecorder | None:
+        s = self.settings
+        store = open_store(s.evidence, s.redis)
+        if store is None:
+            log.info("evidence off (evidence.backend: none): alerts carry no frames")
+            return None
+        try:
+            usage = store.usage()
+            log.info("evidence store", backend=store.name, **usage)
+        except Exception as exc:  # alerts matter more than their pictures: scoring starts anyway
+            log.error("evidence store unreachable; alerts go out without evidence until it answers", backend=store.name,
+                      error=f"{exc.__class__.__name__}: {exc}")
+
+        def counted(what: str, label: str) -> None:
+            if what == "written":
+                self.metrics.evidence_written.labels(label).inc()
+            elif what == "failed":
+                self.metrics.evidence_failed.labels(label).inc()
+            else:
+                self.metrics.near_misses.inc()
+
+        exit_after = (lambda: os._exit(70)) if s.faults.exit_after_evidence else None
+        return EvidenceRecorder(store, s.evidence, s.scoring.alert_on, s.scoring.recent_window_s, self.engine.name, counted, exit_after)
 
     def _connect_consumer(self) -> KafkaConsumer:
         consumer = connect_consumer(self.settings.kafka, self.stopping, self.health)
@@ -339,6 +365,8 @@ class Worker:
         keyframes = self.sampler.keyframes_only(message.stream_id, state.ema if state is not None else None)
         request = decode_request(self.settings.decode, self.engine, message.payload, message.content_type, start, message.segment_duration_ms,
                                  keyframes_only=keyframes)
+        if self.settings.evidence.backend != "none":
+            request = replace(request, evidence_long_side=self.settings.evidence.long_side, evidence_qscale=self.settings.evidence.jpeg_qscale)
         if self.settings.faults.decode_hang_stream is not None and message.stream_id == self.settings.faults.decode_hang_stream:
             request = replace(request, fault_hang=True)
         return request
@@ -384,7 +412,7 @@ class Worker:
                 inflight.remaining = len(result.frames)
                 start = msg.segment_start_ms if msg.timed else 0
                 for index, frame in enumerate(result.frames):
-                    self.batcher.put(FrameItem(inflight, index, frame.pts_ms - (start or 0), frame.pixels))
+                    self.batcher.put(FrameItem(inflight, index, frame.pts_ms - (start or 0), frame.pixels, frame.evidence))
 
     # --- dead letters ----------------------------------------------------------------
 

@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=35.0, help="how long to watch the live table")
     demo.set_defaults(handler=_demo)
 
-    from framewatch.cli import bench, engines, training, worker
+    from framewatch.cli import bench, engines, review, training, worker
 
-    for module in (worker, training, engines, bench):
+    for module in (worker, review, training, engines, bench):
         module.register(commands)
     _log_flags_everywhere(parser)
     return parser

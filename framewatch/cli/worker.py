@@ -39,11 +39,18 @@ def _produce(args: argparse.Namespace) -> int:
     try:
         sent = produce_file(producer, settings.kafka.topic, args.video, args.stream_id, args.segment_seconds, args.format,
                             args.loop, args.realtime, args.max_segments, verbose=not args.quiet, start_ms=start_ms,
-                            broadcast_id=args.broadcast_id)
+                            broadcast_id=args.broadcast_id, metadata=_metadata(args))
     finally:
         producer.close()
     print(f"sent {sent} segments of {args.video} as stream {args.stream_id!r} to {settings.kafka.topic}", file=sys.stderr)
     return 0
+
+
+def _metadata(args: argparse.Namespace) -> dict[str, str]:
+    from framewatch.worker import contracts
+
+    given = {contracts.HEADER_STREAM_TITLE: args.title, contracts.HEADER_STREAM_CATEGORY: args.category, contracts.HEADER_CAPTION: args.caption}
+    return {name: text for name, text in given.items() if text}
 
 
 def _produce_start(args: argparse.Namespace, settings: Any) -> int:
@@ -182,6 +189,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="stream time of the first segment: 0 (default; a new broadcast if the stream already ran), continue after "
                    "the stream's last scored time in Redis, or the wall clock in epoch ms")
     p.add_argument("--broadcast-id", default=None, help="broadcast-id header: a new value starts a new broadcast of the stream")
+    p.add_argument("--title", default=None, help="stream-title header: kept with alert evidence as training text, never scored")
+    p.add_argument("--category", default=None, help="stream-category header (as --title)")
+    p.add_argument("--caption", default=None, help="caption header: the whole training text at once (wins over --title/--category)")
     add_settings_flags(p)
     p.set_defaults(handler=_produce)
 

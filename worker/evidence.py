@@ -1,0 +1,521 @@
+"""Evidence: the frames behind an alert, stored before the alert that names them is written.
+
+**What is kept.** The decode processes encode every sampled frame as a JPEG of at most
+``evidence.long_side`` pixels (:class:`framewatch.worker.decode.EvidenceEncoder`). After
+scoring, :class:`EvidenceRecorder` keeps, per stream, the best-scoring frame of the recent window
+(in memory, only when it scores at least ``hold_above``). When a frame raises an alert, the
+raising frame and the window's best frame are written to the store, and only then is the alert
+written, naming them (``evidence`` field). A frame whose EMA comes within ``near_miss_margin``
+of ``alert_on`` without an alert is a *near miss*; a sample of them is written with its evidence
+to ``framewatch:nearmiss`` for review.
+
+**Ids are deterministic** (stream, broadcast, stream time): a message read again after a crash
+writes the same ids again, so a worker killed between its evidence and its alert leaves evidence
+that the replay overwrites and names, or that retention deletes — never an alert without evidence.
+
+**Stores** register themselves (:func:`register_store`); :func:`open_store` builds the one the
+configuration names. Two ship here: ``redis`` (keys under their own prefix and hash tag, a TTL,
+and a byte budget enforced atomically by a script: the oldest unlabelled evidence makes room, and
+evidence that cannot fit is refused — it never pushes out the scores) and ``local`` (a directory:
+one node, or a volume the dashboard shares). A labelled alert's evidence is *held* (no TTL, never
+evicted) until ``framewatch feedback export`` releases it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from framewatch.config import EvidenceSettings, RedisSettings
+from framewatch.errors import FrameWatchError
+from framewatch.logs import get_logger
+from framewatch.worker import contracts as c
+
+log = get_logger("evidence")
+
+KIND_TRIGGER = "trigger"  # the frame that raised the alert
+KIND_BEST = "best"  # the best-scoring frame of the alert's window
+KIND_NEAR_MISS = "near-miss"
+MAX_HELD_STREAMS = 20_000  # streams whose window-best frame is kept in memory (least recently updated leave first)
+
+
+class EvidenceError(FrameWatchError):
+    """Evidence could not be stored; ``reason`` is the metric label (budget, error)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def evidence_id(stream_id: str, broadcast: str, pts_ms: int) -> str:
+    """The same frame of the same stream always gets the same id (hex: safe in URLs and file names)."""
+    return hashlib.sha256(f"{stream_id}\x00{broadcast}\x00{pts_ms}".encode()).hexdigest()[:32]
+
+
+def valid_id(text: str) -> bool:
+    return len(text) == 32 and all(ch in "0123456789abcdef" for ch in text)
+
+
+@dataclass
+class EvidenceRecord:
+    """What is stored beside the image (JSON): enough to make it a labelled image–text pair."""
+
+    id: str
+    stream: str
+    broadcast: str
+    pts_ms: int
+    score: float
+    ema: float
+    threshold: float
+    model: str
+    at_ms: int
+    kind: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    text: str = ""  # the training caption (contracts.caption of metadata)
+    size: int = 0  # bytes of the image
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> EvidenceRecord:
+        data = json.loads(raw)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+class EvidenceStore(Protocol):
+    name: str
+
+    def put(self, record: EvidenceRecord, image: bytes) -> None: ...
+    def get(self, evidence: str) -> tuple[EvidenceRecord, bytes] | None: ...
+    def record(self, evidence: str) -> EvidenceRecord | None: ...
+    def hold(self, ids: Iterable[str]) -> None: ...
+    def release(self, ids: Iterable[str]) -> None: ...
+    def sweep(self) -> int: ...
+    def usage(self) -> dict[str, int]: ...
+
+
+StoreFactory = Callable[[EvidenceSettings, RedisSettings], EvidenceStore]
+_STORES: dict[str, StoreFactory] = {}
+
+
+def register_store(name: str, factory: StoreFactory) -> None:
+    _STORES[name] = factory
+
+
+def open_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> EvidenceStore | None:
+    """The configured store; None for ``backend: none``."""
+    if settings.backend == "none":
+        return None
+    if settings.backend not in _STORES:
+        raise EvidenceError("error", f"evidence.backend {settings.backend!r} is not one of {sorted(_STORES)}")
+    return _STORES[settings.backend](settings, redis_settings)
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+# KEYS: index (zset id -> at_ms), sizes (hash id -> bytes), held (set), total (string), image, meta.
+# ARGV: id, image, meta JSON, ttl ms, budget bytes, image key prefix, meta key prefix.
+# Returns 1 (stored), -1 (larger than the whole budget), -2 (held evidence fills the budget).
+# Every key shares one hash tag, so the script runs on Redis Cluster too (one slot).
+_PUT = """
+local id, size, budget = ARGV[1], string.len(ARGV[2]) + string.len(ARGV[3]), tonumber(ARGV[5])
+if size > budget then return -1 end
+local old = redis.call('HGET', KEYS[2], id)
+if old then
+  redis.call('DECRBY', KEYS[4], old)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+end
+local total = tonumber(redis.call('GET', KEYS[4]) or '0')
+-- Entries whose keys expired (their TTL) leave the index first, oldest first.
+for _, gone in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
+  if redis.call('EXISTS', ARGV[6] .. gone) == 0 then
+    total = total - tonumber(redis.call('HGET', KEYS[2], gone) or '0')
+    redis.call('HDEL', KEYS[2], gone)
+    redis.call('ZREM', KEYS[1], gone)
+    redis.call('DEL', ARGV[7] .. gone)
+  else
+    break
+  end
+end
+local skip = 0
+while total + size > budget do
+  local oldest = redis.call('ZRANGE', KEYS[1], skip, skip)
+  if #oldest == 0 then
+    redis.call('SET', KEYS[4], total)
+    return -2
+  end
+  local victim = oldest[1]
+  if redis.call('SISMEMBER', KEYS[3], victim) == 1 then
+    skip = skip + 1
+  else
+    total = total - tonumber(redis.call('HGET', KEYS[2], victim) or '0')
+    redis.call('HDEL', KEYS[2], victim)
+    redis.call('ZREM', KEYS[1], victim)
+    redis.call('DEL', ARGV[6] .. victim, ARGV[7] .. victim)
+  end
+end
+local held = redis.call('SISMEMBER', KEYS[3], id) == 1
+if held then
+  redis.call('SET', KEYS[5], ARGV[2])
+  redis.call('SET', KEYS[6], ARGV[3])
+else
+  redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[4])
+  redis.call('SET', KEYS[6], ARGV[3], 'PX', ARGV[4])
+end
+redis.call('ZADD', KEYS[1], tonumber(cjson.decode(ARGV[3])['at_ms']), id)
+redis.call('HSET', KEYS[2], id, size)
+redis.call('SET', KEYS[4], total + size)
+return 1
+"""
+
+
+class RedisEvidenceStore:
+    """Evidence in Redis under ``{prefix}:{ev}:…`` (one hash tag). Keys expire after
+    ``retention_s``; the sum of their sizes stays under ``budget_mb``."""
+
+    name = "redis"
+
+    def __init__(self, client: Any, prefix: str, retention_s: int, budget_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.base = f"{prefix}:{{ev}}"
+        self.retention_ms = retention_s * 1000
+        self.budget = budget_bytes
+        self.clock = clock
+        self._put = client.register_script(_PUT)
+
+    def _image(self, evidence: str) -> str:
+        return f"{self.base}:img:{evidence}"
+
+    def _meta(self, evidence: str) -> str:
+        return f"{self.base}:meta:{evidence}"
+
+    @property
+    def _keys(self) -> list[str]:
+        return [f"{self.base}:index", f"{self.base}:sizes", f"{self.base}:held", f"{self.base}:total"]
+
+    def put(self, record: EvidenceRecord, image: bytes) -> None:
+        record.size = len(image)
+        outcome = self._put(keys=[*self._keys, self._image(record.id), self._meta(record.id)],
+                            args=[record.id, image, record.to_json(), self.retention_ms, self.budget,
+                                  f"{self.base}:img:", f"{self.base}:meta:"])
+        if outcome == -1:
+            raise EvidenceError("budget", f"evidence of {len(image)} bytes is larger than the whole budget ({self.budget} bytes)")
+        if outcome == -2:
+            raise EvidenceError("budget", "labelled evidence waiting for `framewatch feedback export` fills the budget")
+
+    def get(self, evidence: str) -> tuple[EvidenceRecord, bytes] | None:
+        meta, image = self.client.mget([self._meta(evidence), self._image(evidence)])
+        if meta is None or image is None:
+            return None
+        return EvidenceRecord.from_json(meta), image
+
+    def record(self, evidence: str) -> EvidenceRecord | None:
+        meta = self.client.get(self._meta(evidence))
+        return EvidenceRecord.from_json(meta) if meta is not None else None
+
+    def hold(self, ids: Iterable[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for evidence in ids:
+            pipe.sadd(self._keys[2], evidence)
+            pipe.persist(self._image(evidence))
+            pipe.persist(self._meta(evidence))
+        pipe.execute()
+
+    def release(self, ids: Iterable[str]) -> None:
+        """Back under retention, counted from when the evidence was written (at least a minute)."""
+        now_ms = int(self.clock() * 1000)
+        for evidence in ids:
+            record = self.record(evidence)
+            self.client.srem(self._keys[2], evidence)
+            if record is not None:
+                left = max(60_000, record.at_ms + self.retention_ms - now_ms)
+                self.client.pexpire(self._image(evidence), left)
+                self.client.pexpire(self._meta(evidence), left)
+
+    def sweep(self) -> int:
+        return 0  # keys expire by themselves; the index forgets them at the next put
+
+    def usage(self) -> dict[str, int]:
+        total, items, held = self.client.get(self._keys[3]), self.client.zcard(self._keys[0]), self.client.scard(self._keys[2])
+        return {"bytes": int(total or 0), "items": int(items), "held": int(held), "budget": self.budget}
+
+
+def _redis_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> EvidenceStore:
+    import redis
+
+    kwargs: dict[str, Any] = {"socket_timeout": redis_settings.socket_timeout_s, "socket_connect_timeout": redis_settings.socket_timeout_s}
+    kwargs.update(redis_settings.client_kwargs())
+    url = settings.redis_url or redis_settings.url
+    if redis_settings.cluster and settings.redis_url is None:
+        from redis.cluster import RedisCluster
+
+        client: Any = RedisCluster.from_url(url, **kwargs)
+    else:
+        client = redis.Redis.from_url(url, **kwargs)
+    return RedisEvidenceStore(client, settings.prefix, settings.retention_s, int(settings.budget_mb * 1024 * 1024))
+
+
+register_store("redis", _redis_store)
+
+
+# --- a local directory -------------------------------------------------------------------------
+
+
+class LocalEvidenceStore:
+    """Evidence as files: ``DIR/ab/<id>.jpg`` and ``<id>.json`` (written last: the record is what
+    makes evidence visible), ``<id>.held`` while labelled. :meth:`sweep` (the worker calls it now
+    and then) deletes what is past retention and, over the budget, the oldest unheld first."""
+
+    name = "local"
+
+    def __init__(self, root: Path, retention_s: int, budget_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        self.root = Path(root)
+        self.retention_s = retention_s
+        self.budget = budget_bytes
+        self.clock = clock
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EvidenceError("error", f"evidence.dir {self.root} cannot be created: {exc.strerror}") from None
+        self._bytes: int | None = None
+
+    def _path(self, evidence: str, suffix: str) -> Path:
+        return self.root / evidence[:2] / f"{evidence}{suffix}"
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def put(self, record: EvidenceRecord, image: bytes) -> None:
+        record.size = len(image)
+        if len(image) > self.budget:
+            raise EvidenceError("budget", f"evidence of {len(image)} bytes is larger than the whole budget ({self.budget} bytes)")
+        if self._bytes is None or self._bytes + len(image) > self.budget:
+            self.sweep(room=len(image))
+            if self._bytes is not None and self._bytes + len(image) > self.budget:
+                raise EvidenceError("budget", "labelled evidence waiting for `framewatch feedback export` fills the budget")
+        try:
+            self._write(self._path(record.id, ".jpg"), image)
+            self._write(self._path(record.id, ".json"), record.to_json().encode())
+        except OSError as exc:
+            raise EvidenceError("error", f"evidence cannot be written to {self.root}: {exc.strerror}") from None
+        self._bytes = (self._bytes or 0) + len(image)
+
+    def get(self, evidence: str) -> tuple[EvidenceRecord, bytes] | None:
+        if not valid_id(evidence):
+            return None
+        try:
+            record = EvidenceRecord.from_json(self._path(evidence, ".json").read_bytes())
+            return record, self._path(evidence, ".jpg").read_bytes()
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def record(self, evidence: str) -> EvidenceRecord | None:
+        if not valid_id(evidence):
+            return None
+        try:
+            return EvidenceRecord.from_json(self._path(evidence, ".json").read_bytes())
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def hold(self, ids: Iterable[str]) -> None:
+        for evidence in ids:
+            if valid_id(evidence):
+                self._write(self._path(evidence, ".held"), b"")
+
+    def release(self, ids: Iterable[str]) -> None:
+        for evidence in ids:
+            if valid_id(evidence):
+                with contextlib.suppress(FileNotFoundError):
+                    self._path(evidence, ".held").unlink()
+
+    def _entries(self) -> list[tuple[float, str, int, bool]]:
+        """(written at, id, bytes, held) of every stored image."""
+        out = []
+        for folder in self.root.iterdir() if self.root.exists() else []:
+            if not folder.is_dir():
+                continue
+            for path in folder.glob("*.jpg"):
+                with contextlib.suppress(FileNotFoundError):
+                    stat = path.stat()
+                    out.append((stat.st_mtime, path.stem, stat.st_size, self._path(path.stem, ".held").exists()))
+        return sorted(out)
+
+    def _delete(self, evidence: str) -> None:
+        for suffix in (".json", ".jpg"):  # the record first: a half-deleted entry is invisible
+            with contextlib.suppress(FileNotFoundError):
+                self._path(evidence, suffix).unlink()
+
+    def sweep(self, room: int = 0) -> int:
+        """Deletes unheld evidence past retention, then the oldest unheld while the store (plus
+        ``room`` bytes about to be written) is over its budget."""
+        cutoff = self.clock() - self.retention_s
+        entries = self._entries()
+        removed = 0
+        total = sum(size for _, _, size, _ in entries)
+        for written, evidence, size, held in entries:
+            if held:
+                continue
+            if written < cutoff or total + room > self.budget:
+                self._delete(evidence)
+                total -= size
+                removed += 1
+        # Stray temporary files of a writer that died mid-write.
+        for folder in self.root.iterdir() if self.root.exists() else []:
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+                with contextlib.suppress(FileNotFoundError):
+                    if tmp.stat().st_mtime < self.clock() - 600:
+                        tmp.unlink()
+        self._bytes = total
+        return removed
+
+    def usage(self) -> dict[str, int]:
+        entries = self._entries()
+        return {"bytes": sum(e[2] for e in entries), "items": len(entries), "held": sum(1 for e in entries if e[3]), "budget": self.budget}
+
+
+register_store("local", lambda s, _r: LocalEvidenceStore(s.dir, s.retention_s, int(s.budget_mb * 1024 * 1024)))
+
+
+# --- the recorder (the worker's inference thread) ---------------------------------------------
+
+
+@dataclass
+class _Best:
+    broadcast: str
+    pts_ms: int
+    score: float
+    ema: float
+    jpeg: bytes
+
+
+@dataclass
+class Prepared:
+    """What one batch's evidence adds to its Redis write."""
+
+    alerts: dict[str, dict[str, str]] = field(default_factory=dict)  # raise event_id -> fields added to the event
+    near_misses: list[dict[str, str]] = field(default_factory=list)  # entries of framewatch:nearmiss
+
+
+class EvidenceRecorder:
+    """Keeps the best frame of each stream's window and writes evidence for raises and near misses."""
+
+    def __init__(self, store: EvidenceStore, settings: EvidenceSettings, alert_on: float, recent_window_s: float, model: str,
+                 counted: Callable[[str, str], None] = lambda what, label: None, after_alert_evidence: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.settings = settings
+        self.alert_on = alert_on
+        self.window_ms = recent_window_s * 1000
+        self.model = model
+        self.counted = counted
+        self.after_alert_evidence = after_alert_evidence
+        self.clock = clock
+        self.best: OrderedDict[str, _Best] = OrderedDict()
+        self.metadata: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
+        self.last_near_miss: dict[str, tuple[str, int]] = {}
+
+    def note_metadata(self, stream_id: str, metadata: tuple[tuple[str, str], ...]) -> None:
+        """The latest metadata of a stream (a message without metadata headers keeps the last)."""
+        if metadata:
+            self.metadata[stream_id] = metadata
+            self.metadata.move_to_end(stream_id)
+            while len(self.metadata) > MAX_HELD_STREAMS * 5:
+                self.metadata.popitem(last=False)
+
+    def _observe(self, stream_id: str, broadcast: str, pts_ms: int, score: float, ema: float, jpeg: bytes | None) -> None:
+        best = self.best.get(stream_id)
+        if best is not None and (best.broadcast != broadcast or best.pts_ms < pts_ms - self.window_ms):
+            del self.best[stream_id]  # a new broadcast, or the best frame left the window
+            best = None
+        if jpeg is not None and score >= self.settings.hold_above and (best is None or score > best.score):
+            self.best[stream_id] = _Best(broadcast, pts_ms, score, ema, jpeg)
+            self.best.move_to_end(stream_id)
+            while len(self.best) > MAX_HELD_STREAMS:
+                self.best.popitem(last=False)
+
+    def _store(self, stream_id: str, broadcast: str, pts_ms: int, score: float, ema: float, jpeg: bytes, kind: str) -> str:
+        metadata = dict(self.metadata.get(stream_id, ()))
+        record = EvidenceRecord(evidence_id(stream_id, broadcast, pts_ms), stream_id, broadcast, pts_ms, round(score, 6), round(ema, 6),
+                                self.alert_on, self.model, int(self.clock() * 1000), kind, metadata, c.caption(metadata))
+        self.store.put(record, jpeg)
+        self.counted("written", kind)
+        return record.id
+
+    def prepare(self, frames: Iterable[tuple[Any, bytes | None]]) -> Prepared:
+        """Evidence for one scored batch: ``frames`` are (FrameScore, JPEG or None) in stream order.
+        Called before the batch is written; a retried batch writes the same ids again."""
+        out = Prepared()
+        for score, jpeg in frames:
+            self._observe(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg)
+            for event in score.events:
+                if event.event != c.ALERT_RAISE:
+                    continue
+                event_id = f"{score.stream_id}/{event.broadcast}/{score.pts_ms}/{event.event}"
+                out.alerts[event_id] = self._alert(score, jpeg)
+            if not score.alert and not score.events and not score.late:
+                entry = self._near_miss(score, jpeg)
+                if entry is not None:
+                    out.near_misses.append(entry)
+        return out
+
+    def _alert(self, score: Any, jpeg: bytes | None) -> dict[str, str]:
+        ids: list[str] = []
+        try:
+            if jpeg is None:
+                self.counted("failed", "no-frame")
+            else:
+                ids.append(self._store(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, KIND_TRIGGER))
+            best = self.best.get(score.stream_id)
+            if best is not None and best.broadcast == score.broadcast and best.pts_ms != score.pts_ms:
+                ids.append(self._store(score.stream_id, best.broadcast, best.pts_ms, best.score, best.ema, best.jpeg, KIND_BEST))
+        except EvidenceError as exc:
+            self.counted("failed", exc.reason)
+            log.warning("alert evidence not stored; the alert says why", stream=score.stream_id, error=str(exc))
+            return {c.A_EVIDENCE: ",".join(ids), c.A_EVIDENCE_ERROR: str(exc)[:200]}
+        except Exception as exc:  # a store that is down: the alert goes out without evidence, never held back
+            self.counted("failed", "error")
+            log.warning("alert evidence not stored; the alert says why", stream=score.stream_id, error=f"{exc.__class__.__name__}: {exc}")
+            return {c.A_EVIDENCE: ",".join(ids), c.A_EVIDENCE_ERROR: f"{exc.__class__.__name__}: {exc}"[:200]}
+        if self.after_alert_evidence is not None and ids:
+            self.after_alert_evidence()
+        return {c.A_EVIDENCE: ",".join(ids)} if ids else {c.A_EVIDENCE_ERROR: "no frame: the decoder produced no evidence image"}
+
+    def _near_miss(self, score: Any, jpeg: bytes | None) -> dict[str, str] | None:
+        s = self.settings
+        if jpeg is None or s.near_miss_margin <= 0 or s.near_miss_rate <= 0:
+            return None
+        if not self.alert_on - s.near_miss_margin <= score.ema < self.alert_on:
+            return None
+        last = self.last_near_miss.get(score.stream_id)
+        if last is not None and last[0] == score.broadcast and score.pts_ms - last[1] < s.near_miss_cooldown_s * 1000:
+            return None
+        event_id = f"{score.stream_id}/{score.broadcast}/{score.pts_ms}/near-miss"
+        # Sampled by the frame's identity: a replay samples the same frames.
+        if int(hashlib.sha256(event_id.encode()).hexdigest()[:8], 16) / 2**32 >= s.near_miss_rate:
+            return None
+        try:
+            evidence = self._store(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, KIND_NEAR_MISS)
+        except Exception as exc:  # a near miss without its picture is not worth a review
+            self.counted("failed", exc.reason if isinstance(exc, EvidenceError) else "error")
+            return None
+        self.last_near_miss[score.stream_id] = (score.broadcast, score.pts_ms)
+        if len(self.last_near_miss) > MAX_HELD_STREAMS * 5:
+            self.last_near_miss.pop(next(iter(self.last_near_miss)))
+        self.counted("near-miss", "")
+        return {c.N_STREAM: score.stream_id, c.N_BROADCAST: score.broadcast, c.N_PTS_MS: str(score.pts_ms),
+                c.N_SCORE: f"{score.score:.6f}", c.N_EMA: f"{score.ema:.6f}", c.N_THRESHOLD: f"{self.alert_on:.6f}",
+                c.N_MODEL: self.model, c.N_AT_MS: str(int(self.clock() * 1000)), c.N_EVIDENCE: evidence, c.N_EVENT_ID: event_id}
