@@ -21,7 +21,7 @@ FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_po
 
 
 # Kept for the tests' trainings when set (docs/training.md: oneDNN off, an escape hatch).
-KEPT_ENV = {"FRAMEWATCH_CPU_ONEDNN"}
+KEPT_ENV = {"FRAMEWATCH_CPU_ONEDNN", "FRAMEWATCH_SCREENSHOTS"}  # screenshots: docs/review.md's pictures
 
 
 @pytest.fixture(scope="session")

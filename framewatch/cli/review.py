@@ -49,8 +49,15 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    from framewatch.dashboard.auth import set_password
+    from framewatch.dashboard.auth import AuthError, read_users, set_password, valid_name
 
+    # Said before a password is typed: a name or a file that cannot be used.
+    if not valid_name(args.name):
+        raise AuthError(f"user name {args.name!r}: 1–64 letters, digits, . _ - @")
+    if not args.file.parent.is_dir():
+        raise AuthError(f"users file {args.file}: its folder {args.file.parent} does not exist")
+    if args.file.exists():
+        read_users(args.file)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:

@@ -176,11 +176,11 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
         except Refused as exc:
             metrics.refused.labels(exc.reason).inc()
             return secure(PlainTextResponse(f"refused: {exc.reason}\n", status_code=exc.status))
-        address = peer(request)
+        name, password = fields.get("user", "")[:64], fields.get("password", "")[:1024]
+        address = f"{peer(request)}/{name}"  # per address and name: guessing is slowed, others can still sign in
         if throttle.blocked(address):
             metrics.logins.labels("throttled").inc()
             return secure(PlainTextResponse("too many failed logins; wait a few minutes\n", status_code=429))
-        name, password = fields.get("user", "")[:64], fields.get("password", "")[:1024]
         stored = config.users.get(name)
         ok = stored is not None and await run_in_threadpool(verify_password, password, stored)
         if not ok:
@@ -341,4 +341,5 @@ def timeline_svg(rows: list[dict[str, Any]], item: Item, width: int = 640, heigh
         "threshold_y": y(item.threshold) if item.threshold is not None else None,
         "marker_x": x(item.pts_ms),
         "span_s": round(span / 1000, 1),
+        "left": f"{(t0 - item.pts_ms) / 1000:+.0f} s", "right": f"{(t1 - item.pts_ms) / 1000:+.0f} s",
     }

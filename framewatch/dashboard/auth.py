@@ -91,10 +91,13 @@ def set_password(path: Path, name: str, password: str) -> None:
     users = read_users(path) if path.exists() else {}
     users[name] = hash_password(password)
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write("".join(f"{n}:{h}\n" for n, h in sorted(users.items())))
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{n}:{h}\n" for n, h in sorted(users.items())))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise AuthError(f"users file {path} cannot be written: {exc.strerror}") from None
 
 
 @dataclass(frozen=True)

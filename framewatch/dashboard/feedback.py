@@ -41,7 +41,8 @@ def parse_since(text: str | None) -> str:
     """A feedback entry id (``1764300000000-0``), epoch ms, or an ISO date/time → XRANGE start."""
     if not text:
         return "-"
-    if text.count("-") == 1 and all(part.isdigit() for part in text.split("-")):
+    ms, dash, seq = text.partition("-")
+    if dash and ms.isdigit() and seq.isdigit() and len(ms) >= 10:  # an entry id: epoch ms, then a sequence number
         return text
     if text.isdigit():
         return f"{int(text)}-0"

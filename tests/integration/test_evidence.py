@@ -19,7 +19,13 @@ from PIL import Image
 from framewatch.benchmarks.traffic import Sandbox
 from framewatch.config import EvidenceSettings
 from framewatch.worker import contracts as c
-from framewatch.worker.evidence import EvidenceError, EvidenceRecord, LocalEvidenceStore, RedisEvidenceStore, evidence_id
+from framewatch.worker.evidence import (
+    EvidenceError,
+    EvidenceRecord,
+    LocalEvidenceStore,
+    RedisEvidenceStore,
+    evidence_id,
+)
 from framewatch.worker.media import encode_segment
 from framewatch.worker.redis_io import Scores
 from tests.integration.harness import WorkerProcess, clip, producer, wait_for

@@ -23,10 +23,12 @@ PACKAGE_DIR: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text(
 
 # Layers, top to bottom (docs/layout.md). A module may import its own room, and anything on a lower floor.
 GROUND = {"framewatch", "framewatch.config", "framewatch.logs", "framewatch.errors", "framewatch.devservices", "framewatch.machine"}
-ROOMS = {"framewatch.engines": 1, "framewatch.worker": 2, "framewatch.training": 2, "framewatch.cli": 3, "framewatch.benchmarks": 3}
+ROOMS = {"framewatch.engines": 1, "framewatch.worker": 2, "framewatch.training": 2, "framewatch.cli": 3, "framewatch.benchmarks": 3,
+         "framewatch.dashboard": 3}
 # Sideways doors that the design allows: training reads the worker's decoder (frames as the worker sees
 # them); the command line runs the benchmarks. Nothing in the product imports the benchmarks.
-ALLOWED_SIDEWAYS = {("framewatch.training", "framewatch.worker"), ("framewatch.cli", "framewatch.benchmarks")}
+ALLOWED_SIDEWAYS = {("framewatch.training", "framewatch.worker"), ("framewatch.cli", "framewatch.benchmarks"),
+                    ("framewatch.cli", "framewatch.dashboard")}
 
 
 def room(module: str) -> str:
@@ -96,6 +98,25 @@ def test_no_import_runs_up_a_floor_or_across_rooms() -> None:
                 continue
             bad.append(f"{module} → {target} ({here} → {there})")
     assert not bad, "imports against the layers:\n" + "\n".join(sorted(bad))
+
+
+def test_the_dashboard_reads_redis_and_evidence_only() -> None:
+    """The dashboard never talks to Kafka or the engine, and never needs torch (docs/review.md)."""
+    edges = graph()
+    reached, todo = set(), [m for m in edges if m.startswith("framewatch.dashboard")]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in reached:
+                reached.add(nxt)
+                todo.append(nxt)
+    forbidden = {m for m in reached if m.startswith(("framewatch.engines", "framewatch.training", "framewatch.worker.kafka_client",
+                                                       "framewatch.worker.service", "framewatch.worker.inference"))}
+    assert not forbidden, forbidden
+    for path in (REPO / "framewatch" / "dashboard").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(name.split(".")[0] in ("kafka", "torch", "onnxruntime", "tensorrt") for name in names), (path, names)
 
 
 def test_no_import_circles() -> None:
@@ -235,6 +256,10 @@ def mistakes(tmp: Path) -> dict[tuple[str, ...], list[str]]:
         ("scores", "history"): ["cam1", "--redis-url", DEAD_REDIS],
         ("scores", "top"): ["--redis-url", DEAD_REDIS],
         ("scores", "alerts"): ["--redis-url", DEAD_REDIS],
+        ("dashboard",): ["--users", missing],
+        ("dashboard", "dead-redis"): ["--trusted-header", "X-User", "--redis-url", DEAD_REDIS],
+        ("dashboard", "passwd"): [under_a_file, "ana", "--password-stdin"],
+        ("feedback", "export"): ["--out", str(tmp / "feedback"), "--redis-url", DEAD_REDIS],
         ("data", "synth"): [under_a_file, "--train", "2", "--val", "2", "--test", "2", "--quiet"],
         ("data", "check"): [missing, "--quiet"],
         ("data", "preview"): [missing, "--out", str(tmp / "preview.png")],
@@ -290,7 +315,7 @@ def test_every_command_answers_a_mistake_with_one_line(tmp_path: Path, capsys: p
     monkeypatch.chdir(tmp_path)
     failures = []
     for command, extra in mistakes(tmp_path).items():
-        argv = [c for c in command if c != "dead-broker"] + extra
+        argv = [c for c in command if c not in ("dead-broker", "dead-redis")] + extra
         try:
             status = main(argv)
         except BaseException as exc:  # a traceback would have reached the user

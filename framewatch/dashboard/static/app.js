@@ -52,6 +52,8 @@ function queueItem(item) {
   a.appendChild(el("span", {class: "stream"}, item.stream));
   a.append(" ");
   a.appendChild(el("span", {class: "ema"}, `EMA ${fmt(item.ema)}`));
+  a.append(" ");
+  a.appendChild(el("time", {"data-ms": String(item.at_ms)}, new Date(item.at_ms).toLocaleTimeString()));
   if (item.label) { a.append(" "); a.appendChild(el("span", {class: "badge"}, item.label)); }
   li.appendChild(a);
   return li;
@@ -93,5 +95,6 @@ document.addEventListener("click", (event) => {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const t of document.querySelectorAll("time[data-ms]")) t.textContent = new Date(Number(t.dataset.ms)).toLocaleString();
+  for (const t of document.querySelectorAll("#queue time[data-ms]")) t.textContent = new Date(Number(t.dataset.ms)).toLocaleTimeString();
   connect();
 });

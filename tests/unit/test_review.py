@@ -1,0 +1,209 @@
+"""Evidence, review and feedback as small units: metadata headers, the evidence encoder, the
+recorder's choice of frames and near misses, passwords and sessions, and the export's rules."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from framewatch.config import EvidenceSettings
+from framewatch.dashboard.auth import (
+    AuthError,
+    LoginThrottle,
+    Sessions,
+    hash_password,
+    read_users,
+    set_password,
+    verify_password,
+)
+from framewatch.dashboard.feedback import ExportError, consolidate, parse_since, split_of
+from framewatch.worker import contracts as c
+from framewatch.worker.decode import DecodeRequest, EvidenceEncoder, decode_segment
+from framewatch.worker.evidence import EvidenceRecorder, LocalEvidenceStore, evidence_id
+from framewatch.worker.media import encode_segment
+from framewatch.worker.scoring import AlertEvent, FrameScore
+
+# --- metadata headers ---------------------------------------------------------------------
+
+
+def _parse(headers: list[tuple[str, bytes]]) -> c.SegmentMessage:
+    return c.parse_message("t", 0, 0, b"cam", b"x", headers, 1024)
+
+
+def test_metadata_headers_are_kept_as_clean_text_and_never_reject_a_segment() -> None:
+    msg = _parse([(c.HEADER_STREAM_TITLE, "Ranked\x00 finals \u2014 day 2".encode()), (c.HEADER_STREAM_CATEGORY, b"\xff\xfegames"),
+                  (c.HEADER_CAPTION, b"")])
+    assert dict(msg.metadata) == {c.HEADER_STREAM_TITLE: "Ranked finals \u2014 day 2", c.HEADER_STREAM_CATEGORY: "\ufffd\ufffdgames"}
+    long = _parse([(c.HEADER_STREAM_TITLE, b"a" * 5000)])
+    assert len(dict(long.metadata)[c.HEADER_STREAM_TITLE]) == c.MAX_METADATA_BYTES
+    assert _parse([]).metadata == ()
+    assert c.caption({c.HEADER_STREAM_TITLE: "t", c.HEADER_STREAM_CATEGORY: "k"}) == "t. k"
+    assert c.caption({c.HEADER_STREAM_TITLE: "t", c.HEADER_CAPTION: "the whole text"}) == "the whole text"
+    headers = c.segment_headers("video/mp2t", metadata={c.HEADER_CAPTION: "caption \u00e9"})
+    assert (c.HEADER_CAPTION, "caption \u00e9".encode()) in headers
+    with pytest.raises(ValueError):
+        c.segment_headers("video/mp2t", metadata={"stream-secret": "x"})
+
+
+# --- the evidence encoder -----------------------------------------------------------------
+
+
+def test_evidence_frames_keep_the_aspect_never_grow_and_are_jpeg() -> None:
+    enc = EvidenceEncoder(480, 4)
+    assert enc.size(1920, 1080) == (480, 270) and enc.size(1080, 1920) == (270, 480)
+    assert enc.size(320, 240) == (320, 240)  # smaller sources are not enlarged
+    assert enc.size(641, 361) == (480, 270)  # even sizes for 4:2:0
+    frames = [np.full((180, 320, 3), i * 10, np.uint8) for i in range(20)]
+    payload, content_type = encode_segment(frames, 10.0, "mpegts")
+    plain = decode_segment(DecodeRequest(payload, content_type, 64, 64, segment_start_ms=0, segment_duration_ms=2000))
+    assert plain.frames and all(f.evidence is None for f in plain.frames)
+    result = decode_segment(DecodeRequest(payload, content_type, 64, 64, segment_start_ms=0, segment_duration_ms=2000, evidence_long_side=240))
+    assert [f.pixels.shape for f in result.frames] == [(64, 64, 3)] * 2
+    for f in result.frames:
+        picture = Image.open(io.BytesIO(f.evidence or b""))
+        assert picture.format == "JPEG" and picture.size == (240, 136)
+
+
+# --- the recorder -------------------------------------------------------------------------
+
+
+def _frame(pts: int, score: float, ema: float, *, raise_: bool = False, alert: bool = False, broadcast: str = "1") -> FrameScore:
+    events = (AlertEvent(c.ALERT_RAISE, "ema-above-alert-on", broadcast),) if raise_ else ()
+    return FrameScore("cam", pts, score, ema, score, alert or raise_, events, broadcast)
+
+
+def _recorder(tmp_path: Path, **settings: object) -> tuple[EvidenceRecorder, LocalEvidenceStore, list[tuple[str, str]]]:
+    counted: list[tuple[str, str]] = []
+    store = LocalEvidenceStore(tmp_path / "ev", 3600, 10_000_000)
+    defaults: dict[str, object] = {"near_miss_rate": 0.0}
+    recorder = EvidenceRecorder(store, EvidenceSettings(**{**defaults, **settings}), alert_on=0.7, recent_window_s=60, model="m",  # type: ignore[arg-type]
+                                counted=lambda what, label: counted.append((what, label)))
+    return recorder, store, counted
+
+
+def test_an_alert_names_its_raising_frame_and_the_best_of_its_window(tmp_path: Path) -> None:
+    recorder, store, counted = _recorder(tmp_path)
+    recorder.note_metadata("cam", ((c.HEADER_STREAM_TITLE, "finals"),))
+    recorder.note_metadata("cam", ())  # a message without metadata keeps the last
+    prepared = recorder.prepare([(_frame(0, 0.2, 0.2), b"j0"), (_frame(1000, 0.95, 0.5), b"j1"), (_frame(2000, 0.8, 0.72, raise_=True), b"j2")])
+    fields = prepared.alerts["cam/1/2000/raise"]
+    ids = fields[c.A_EVIDENCE].split(",")
+    assert ids == [evidence_id("cam", "1", 2000), evidence_id("cam", "1", 1000)]
+    trigger, best = store.get(ids[0]), store.get(ids[1])
+    assert trigger and best and trigger[1] == b"j2" and best[1] == b"j1"
+    assert trigger[0].kind == "trigger" and best[0].kind == "best" and best[0].score == 0.95
+    assert trigger[0].metadata == {c.HEADER_STREAM_TITLE: "finals"} and trigger[0].text == "finals"
+    assert counted == [("written", "trigger"), ("written", "best")]
+    # The best frame left the window (60 s), or a new broadcast began: only the raising frame.
+    late = recorder.prepare([(_frame(70_000, 0.75, 0.71, raise_=True), b"j3")]).alerts["cam/1/70000/raise"]
+    assert late[c.A_EVIDENCE] == evidence_id("cam", "1", 70_000)
+    recorder.prepare([(_frame(71_000, 0.99, 0.8, alert=True), b"j4")])
+    fresh = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="2"), b"j5")]).alerts["cam/2/0/raise"]
+    assert fresh[c.A_EVIDENCE] == evidence_id("cam", "2", 0)
+
+
+def test_evidence_that_cannot_be_stored_is_said_in_the_alert(tmp_path: Path) -> None:
+    recorder, store, counted = _recorder(tmp_path)
+    store.budget = 1  # nothing fits
+    fields = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"jpeg")]).alerts["cam/1/0/raise"]
+    assert fields[c.A_EVIDENCE] == "" and "budget" in fields[c.A_EVIDENCE_ERROR]
+    assert ("failed", "budget") in counted
+    fresh, _, _ = _recorder(tmp_path / "fresh")
+    no_frame = fresh.prepare([(_frame(1000, 0.9, 0.9, raise_=True), None)]).alerts["cam/1/1000/raise"]
+    assert "no frame" in no_frame[c.A_EVIDENCE_ERROR] and c.A_EVIDENCE not in no_frame
+
+
+def test_near_misses_are_sampled_by_identity_with_a_cooldown(tmp_path: Path) -> None:
+    recorder, store, counted = _recorder(tmp_path / "a", near_miss_rate=1.0, near_miss_margin=0.15, near_miss_cooldown_s=10)
+    frames = [(_frame(t * 1000, 0.6, ema), b"j") for t, ema in enumerate([0.5, 0.56, 0.6, 0.62, 0.65])]
+    frames += [(_frame(20_000, 0.6, 0.6, alert=True), b"j")]  # an open alert is not a near miss
+    frames += [(_frame(30_000, 0.6, 0.6), b"j")]  # past the cooldown: another
+    entries = recorder.prepare(frames).near_misses
+    assert [int(e[c.N_PTS_MS]) for e in entries] == [1000, 30_000]
+    assert counted.count(("near-miss", "")) == 2 and counted.count(("written", "near-miss")) == 2
+    assert all(store.get(e[c.N_EVIDENCE]) is not None for e in entries) and entries[0][c.N_EVENT_ID] == "cam/1/1000/near-miss"
+    # A rate samples by the frame's identity: the same frames whatever the run, about rate of them.
+    picks = []
+    for run in range(2):
+        again, _, _ = _recorder(tmp_path / f"r{run}", near_miss_rate=0.3, near_miss_cooldown_s=0)
+        picks.append([int(e[c.N_PTS_MS]) for e in again.prepare([(_frame(t, 0.6, 0.6), b"j") for t in range(0, 400_000, 1000)]).near_misses])
+    assert picks[0] == picks[1] and 80 < len(picks[0]) < 160
+    off, _, _ = _recorder(tmp_path / "off", near_miss_rate=0.0)
+    assert off.prepare(frames).near_misses == []
+
+
+# --- passwords, sessions ------------------------------------------------------------------
+
+
+def test_passwords_are_scrypt_hashed_and_checked(tmp_path: Path) -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("scrypt$") and "correct" not in stored
+    assert verify_password("correct horse", stored) and not verify_password("correct horsf", stored)
+    assert not verify_password("x", "plain$text") and not verify_password("x", "scrypt$bad")
+    users = tmp_path / "users"
+    set_password(users, "ana", "long enough")
+    set_password(users, "ana", "changed it!")
+    assert list(read_users(users)) == ["ana"] and verify_password("changed it!", read_users(users)["ana"])
+    with pytest.raises(AuthError):
+        set_password(users, "bad name", "long enough")
+    with pytest.raises(AuthError):
+        set_password(users, "ben", "short")
+    (tmp_path / "broken").write_text("ana:plaintext\n")
+    with pytest.raises(AuthError, match="line 1"):
+        read_users(tmp_path / "broken")
+
+
+def test_sessions_are_signed_expire_and_bind_their_csrf_token() -> None:
+    sessions = Sessions(b"s" * 32, max_age_s=60)
+    cookie, session = sessions.issue("ana", now=1000.0)
+    assert sessions.read(cookie, now=1030.0) == session
+    assert sessions.read(cookie, now=1061.0) is None  # expired
+    assert Sessions(b"t" * 32).read(cookie, now=1030.0) is None  # another server's secret
+    body, sig = cookie.split(".")
+    assert sessions.read(body[:-1] + ("A" if body[-1] != "A" else "B") + "." + sig, now=1030.0) is None
+    assert sessions.read("x" * 5000) is None and sessions.read(None) is None
+    _, other = sessions.issue("ana", now=1000.0)
+    assert other.csrf != session.csrf
+    with pytest.raises(AuthError):
+        Sessions(b"short")
+    throttle = LoginThrottle(limit=2, window_s=10)
+    throttle.failed("ip/ana", now=0)
+    throttle.failed("ip/ana", now=1)
+    assert throttle.blocked("ip/ana", now=2) and not throttle.blocked("ip/ben", now=2) and not throttle.blocked("ip/ana", now=12)
+
+
+# --- the export's rules -------------------------------------------------------------------
+
+
+def test_the_latest_decision_per_reviewer_counts() -> None:
+    def fb(item: str, reviewer: str, label: str) -> dict[str, str]:
+        return {c.FB_ITEM: item, c.FB_REVIEWER: reviewer, c.FB_LABEL: label, c.FB_STREAM: item.split("/")[0], c.FB_EVIDENCE: "a" * 32,
+                c.FB_KIND: "alert"}
+
+    decided = consolidate([("1-0", fb("s1/1/0/raise", "ana", "violent")), ("2-0", fb("s1/1/0/raise", "ana", "not-violent")),
+                           ("3-0", fb("s2/1/0/raise", "ana", "violent")), ("4-0", fb("s2/1/0/raise", "ben", "not-violent")),
+                           ("5-0", fb("s3/1/0/raise", "ana", "bogus")), ("6-0", {c.FB_LABEL: "violent"})])
+    assert decided["s1/1/0/raise"].labels == {"ana": "not-violent"} and decided["s1/1/0/raise"].last_feedback == "2-0"
+    assert decided["s2/1/0/raise"].labels == {"ana": "violent", "ben": "not-violent"}
+    assert set(decided) == {"s1/1/0/raise", "s2/1/0/raise"}
+    assert decided["s1/1/0/raise"].evidence == ["a" * 32]
+
+
+def test_split_by_stream_and_since() -> None:
+    splits = [split_of(f"stream-{i}", 0.25) for i in range(2000)]
+    assert splits == [split_of(f"stream-{i}", 0.25) for i in range(2000)]
+    assert 0.2 < splits.count("test") / 2000 < 0.3
+    assert parse_since(None) == "-" and parse_since("1764300000000-3") == "1764300000000-3"
+    assert parse_since("1764300000000") == "1764300000000-0"
+    from datetime import UTC, datetime
+
+    midnight = int(datetime(2026, 11, 28, tzinfo=UTC).timestamp() * 1000)
+    assert parse_since("2026-11-28T00:00:00+00:00") == parse_since("2026-11-28") == f"{midnight}-0"
+    with pytest.raises(ExportError):
+        parse_since("2026-11")  # not an entry id (those start with epoch ms), and not a date either
+    with pytest.raises(ExportError):
+        parse_since("last tuesday")
