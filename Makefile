@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow test-reliability lint demo clean services-down
+.PHONY: install chromium test test-slow test-reliability lint demo clean services-down
 
 install: $(STAMP)
 
@@ -16,7 +16,19 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "framewatch needs Python >= 3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[worker,train,dashboard,dev]'
+	@$(MAKE) --no-print-directory chromium
 	touch $(STAMP)
+
+# Debian's chromium for the dashboard's real-browser tests (Playwright drives /usr/bin/chromium;
+# `playwright install` is never run). Installed where apt can; elsewhere the browser tests skip.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the real-browser tests"; \
+	  timeout 900 apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 900 apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "chromium could not be installed: the real-browser tests will be skipped"; \
+	else echo "chromium is not installed (needs root and apt): the real-browser tests will be skipped"; fi
 
 # mypy checks the installed layout (framewatch.worker, …), mirrored by links in .typecheck/
 # because it cannot follow pyproject's package-dir mapping.
@@ -43,8 +55,10 @@ test-slow: install
 test-reliability: install
 	$(TEST_ENV) FRAMEWATCH_RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
+# DEMO_ARGS: e.g. DEMO_ARGS="--seconds 60" (default: the dashboard stays up until Ctrl-C in a terminal).
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/framewatch demo
+	$(BIN)/framewatch demo $(DEMO_ARGS)
 
 services-down:
 	-$(BIN)/framewatch dev down

@@ -307,6 +307,7 @@ class PipelineOptions:
     peer: bool = True  # the ffmpeg-subprocess peer (benchmarks/ffmpeg_peer.py)
     naive: bool = False  # the naive worker (benchmarks/naive_worker.py), the first round's yardstick
     max_backlog_segments: int = 1200  # ~0.7 GB of 720p segments: the broker stores the whole backlog
+    evidence_repeats: int = 2  # evidence off/on pairs on the default policy (0 = skip the evidence cost)
 
 
 def worker_env(settings: FrameWatchSettings) -> dict[str, str]:
@@ -387,6 +388,8 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
             policy_settings = settings.model_copy(update={"decode": settings.decode.model_copy(update={"policy": policy, "keyframes_only": False})})
             policies[policy] = measure_policy(policy, options, policy_settings, engine, segments, infer_fps, services, log_dir,
                                               profile=options.profile if policy == default else None)
+        evidence = measure_evidence_cost(options, settings.model_copy(update={"decode": settings.decode.model_copy(
+            update={"policy": default, "keyframes_only": False})}), segments, services, log_dir, policies[default]) if options.evidence_repeats else None
     top = policies[default]
     cores = describe()["cores"]
     result: dict[str, Any] = {
@@ -412,7 +415,9 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
                                                           and policies["keyframes"]["streams_per_core"] >= 6 * policies["grid"]["streams_per_core"]),
             "e2e_at_least_1.3x_peer_every_policy": all(bool(p.get("peer_fps")) and p["e2e_fps"] >= 1.3 * p["peer_fps"] for p in policies.values()),
             "p99_within_segment_plus_1s_every_policy": all(p["p99_latency_ms"] <= segment_ms + 1000 for p in policies.values()),
+            "evidence_on_within_5pct_of_off": bool(evidence and evidence["on_over_off"] >= 0.95),
         },
+        "evidence": evidence,
         "policies": policies,
         "cores": cores,
         "throughput_by_batch": {str(b): round(v, 1) for b, v in by_batch.items()},
@@ -421,6 +426,45 @@ def bench_pipeline(options: PipelineOptions, settings: FrameWatchSettings) -> di
     options.json_out.write_text(json.dumps(result, indent=2) + "\n")
     plot_pipeline(result, options.json_out.with_suffix(".png"))
     return result
+
+
+def measure_evidence_cost(options: PipelineOptions, settings: FrameWatchSettings, segments: list[BenchSegment], services: Any,
+                          log_dir: Path, measured: dict[str, Any]) -> dict[str, Any]:
+    """The worker at saturation with evidence off (``evidence.backend: none``) and on (``redis``, the
+    default: every sampled frame encoded as a JPEG in the decode processes, alerts' frames stored),
+    alternated ``evidence_repeats`` times on the same backlog size, so the machine's drift hits both.
+    The alert threshold is lowered so that every stream raises an alert and its evidence is written."""
+    say = options.progress
+    w = options.workload
+    segment_ms = round(w.segment_seconds * 1000)
+    per_segment = max(measured["workload"]["scored_frames_per_segment"], 1e-9)
+    count = min(options.max_backlog_segments, max(options.streams * 2, math.ceil(measured["e2e_fps"] * options.seconds / per_segment)))
+    runs: dict[str, list[float]] = {"none": [], "redis": []}
+    for repeat in range(options.evidence_repeats):
+        for backend in ("none", "redis") if repeat % 2 == 0 else ("redis", "none"):
+            sandbox = Sandbox(services.kafka_bootstrap, services.redis_url, partitions=max(options.streams, 1), name=f"ev{uuid.uuid4().hex[:8]}")
+            sandbox.create_topics()
+            streams = [f"bench-{i}" for i in range(options.streams)]
+            client = redis.Redis.from_url(services.redis_url)
+            producer = KafkaProducer(bootstrap_servers=sandbox.bootstrap, acks="all", linger_ms=5, max_request_size=settings.decode.max_message_bytes)
+            try:
+                say(f"[evidence {backend}, run {repeat + 1}/{options.evidence_repeats}] backlog of {count} segments")
+                produce_backlog(producer, sandbox, segments, streams, count, segment_ms)
+                env = {**worker_env(settings), "FRAMEWATCH_EVIDENCE__BACKEND": backend, "FRAMEWATCH_SCORING__ALERT_ON": "0.001",
+                       "FRAMEWATCH_SCORING__ALERT_OFF": "0.0005"}
+                worker = WorkerProcess(sandbox, options.model, log_dir / f"worker-evidence-{backend}-{repeat}.log", extra_env=env)
+                try:
+                    timeline, _ = watch_until(client, sandbox, streams, None, worker.process.pid, options.seconds * 20 + 120)
+                finally:
+                    worker.stop()
+                scored = timeline.points[-1][1] if timeline.points else 0
+                runs[backend].append(round(timeline.rate_between(scored), 2))
+            finally:
+                producer.close()
+                client.close()
+    off, on = statistics.mean(runs["none"]), statistics.mean(runs["redis"])
+    return {"policy": settings.decode.policy, "backlog_segments": count, "off_fps": runs["none"], "on_fps": runs["redis"],
+            "on_over_off": round(on / off, 3) if off else 0.0, "long_side": settings.evidence.long_side}
 
 
 def measure_policy(policy: str, options: PipelineOptions, settings: FrameWatchSettings, engine: Engine, segments: list[BenchSegment],

@@ -75,7 +75,8 @@ class WorkerProcess:
 
     def __init__(self, sandbox: Sandbox, model: Path, log_path: Path, block_torch: bool = False, extra_env: Mapping[str, str] | None = None,
                  **env: str) -> None:
-        environment = sandbox.env(model, **{**(extra_env or {}), **env})
+        # Absolute: the worker runs in the log's folder, and a relative --model would be looked up there.
+        environment = sandbox.env(Path(model).resolve(), **{**(extra_env or {}), **env})
         if block_torch:
             # A torch that cannot be imported: the worker must run without it.
             blocker = log_path.parent / "no_torch"

@@ -231,8 +231,12 @@ def plot_summary(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, trivial: bool = True) -> tuple[Path, Path]:
+def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, trivial: bool = True, on: Path | None = None) -> tuple[Path, Path]:
     report = collect(run_dirs, measure_latency, trivial)
+    if on is not None:
+        from framewatch.training.heldout import evaluate_on
+
+        report["heldout"] = evaluate_on(run_dirs, on)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -257,6 +261,10 @@ def write_report(run_dirs: list[Path], out: Path, measure_latency: bool = True, 
     if warned:
         lines += ["", "Operating-point warnings (validation):", ""] + [f"- {variant}: {warning}" for variant, warning in warned]
     lines += _comparison_lines(report)
+    if "heldout" in report:
+        from framewatch.training.heldout import markdown
+
+        lines += markdown(report["heldout"])
     curve = plot_learning_curve(report["rows"], report["comparisons"], out.with_name(out.stem + "-learning-curve.png"),
                                 full_size=_full_size(report))
     if curve is not None:

@@ -122,23 +122,31 @@ def open_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> Evi
 
 # --- Redis -----------------------------------------------------------------------------------
 
-# KEYS: index (zset id -> at_ms), sizes (hash id -> bytes), held (set), total (string), image, meta.
-# ARGV: id, image, meta JSON, ttl ms, budget bytes, image key prefix, meta key prefix.
-# Returns 1 (stored), -1 (larger than the whole budget), -2 (held evidence fills the budget).
-# Every key shares one hash tag, so the script runs on Redis Cluster too (one slot).
+# Keys (one hash tag, so every script runs on Redis Cluster too): index (zset: *unheld* ids by
+# at_ms, the eviction order), sizes (hash id -> bytes), held (set), total (bytes of everything),
+# heldbytes (bytes of held evidence). Held evidence is outside the index: eviction never meets it.
+_KEYS = ("index", "sizes", "held", "total", "heldbytes")
+
+# KEYS: the five above, image, meta. ARGV: id, image, meta JSON, ttl ms, budget bytes, image key
+# prefix, meta key prefix, now ms, grace ms.
+# Returns 1 (stored), -1 (larger than the whole budget), -2 (held evidence leaves no room),
+# -3 (everything evictable is younger than the grace: alerts may not have named it yet).
+# It decides before it changes anything: a refused put evicts nothing.
 _PUT = """
 local id, size, budget = ARGV[1], string.len(ARGV[2]) + string.len(ARGV[3]), tonumber(ARGV[5])
 if size > budget then return -1 end
-local old = redis.call('HGET', KEYS[2], id)
-if old then
-  redis.call('DECRBY', KEYS[4], old)
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[1], id)
+local old = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+local held = redis.call('SISMEMBER', KEYS[3], id) == 1
+local heldbytes = tonumber(redis.call('GET', KEYS[5]) or '0')
+if held then
+  if heldbytes - old + size > budget then return -2 end
+elseif heldbytes + size > budget then
+  return -2
 end
-local total = tonumber(redis.call('GET', KEYS[4]) or '0')
--- Entries whose keys expired (their TTL) leave the index first, oldest first.
+local total = tonumber(redis.call('GET', KEYS[4]) or '0') - old
+-- Entries whose keys expired (their TTL) leave the index, oldest first.
 for _, gone in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
-  if redis.call('EXISTS', ARGV[6] .. gone) == 0 then
+  if gone ~= id and redis.call('EXISTS', ARGV[6] .. gone) == 0 then
     total = total - tonumber(redis.call('HGET', KEYS[2], gone) or '0')
     redis.call('HDEL', KEYS[2], gone)
     redis.call('ZREM', KEYS[1], gone)
@@ -147,35 +155,79 @@ for _, gone in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
     break
   end
 end
-local skip = 0
-while total + size > budget do
-  local oldest = redis.call('ZRANGE', KEYS[1], skip, skip)
-  if #oldest == 0 then
-    redis.call('SET', KEYS[4], total)
-    return -2
+-- Room: the oldest unheld evidence goes, but none younger than the grace.
+local victims, freed = {}, 0
+if total + size > budget then
+  local young = tonumber(ARGV[8]) - tonumber(ARGV[9])
+  for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', young)) do
+    if victim ~= id then
+      table.insert(victims, victim)
+      freed = freed + tonumber(redis.call('HGET', KEYS[2], victim) or '0')
+      if total - freed + size <= budget then break end
+    end
   end
-  local victim = oldest[1]
-  if redis.call('SISMEMBER', KEYS[3], victim) == 1 then
-    skip = skip + 1
-  else
-    total = total - tonumber(redis.call('HGET', KEYS[2], victim) or '0')
-    redis.call('HDEL', KEYS[2], victim)
-    redis.call('ZREM', KEYS[1], victim)
-    redis.call('DEL', ARGV[6] .. victim, ARGV[7] .. victim)
-  end
+  if total - freed + size > budget then return -3 end
 end
-local held = redis.call('SISMEMBER', KEYS[3], id) == 1
+for _, victim in ipairs(victims) do
+  redis.call('HDEL', KEYS[2], victim)
+  redis.call('ZREM', KEYS[1], victim)
+  redis.call('DEL', ARGV[6] .. victim, ARGV[7] .. victim)
+end
+total = total - freed
 if held then
-  redis.call('SET', KEYS[5], ARGV[2])
-  redis.call('SET', KEYS[6], ARGV[3])
+  redis.call('SET', KEYS[6], ARGV[2])
+  redis.call('SET', KEYS[7], ARGV[3])
+  redis.call('SET', KEYS[5], heldbytes - old + size)
 else
-  redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[4])
-  redis.call('SET', KEYS[6], ARGV[3], 'PX', ARGV[4])
+  redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[4])
+  redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[4])
+  redis.call('ZADD', KEYS[1], tonumber(cjson.decode(ARGV[3])['at_ms']), id)
 end
-redis.call('ZADD', KEYS[1], tonumber(cjson.decode(ARGV[3])['at_ms']), id)
 redis.call('HSET', KEYS[2], id, size)
 redis.call('SET', KEYS[4], total + size)
 return 1
+"""
+
+# KEYS: the five, then image and meta of each id. ARGV: image prefix, meta prefix, then ids.
+# Only evidence that exists is held (a gone id never lingers in the set).
+_HOLD = """
+local n = 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('SISMEMBER', KEYS[3], id) == 0 and redis.call('EXISTS', ARGV[1] .. id) == 1 then
+    redis.call('SADD', KEYS[3], id)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('INCRBY', KEYS[5], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
+    redis.call('PERSIST', ARGV[1] .. id)
+    redis.call('PERSIST', ARGV[2] .. id)
+    n = n + 1
+  end
+end
+return n
+"""
+
+# ARGV: image prefix, meta prefix, now ms, retention ms, then ids. Back under retention (counted from
+# when the evidence was written, at least a minute) and into the eviction order.
+_RELEASE = """
+local n = 0
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  if redis.call('SREM', KEYS[3], id) == 1 then
+    redis.call('DECRBY', KEYS[5], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
+    local meta = redis.call('GET', ARGV[2] .. id)
+    if meta then
+      local at = tonumber(cjson.decode(meta)['at_ms'])
+      local left = math.max(60000, at + tonumber(ARGV[4]) - tonumber(ARGV[3]))
+      redis.call('PEXPIRE', ARGV[1] .. id, left)
+      redis.call('PEXPIRE', ARGV[2] .. id, left)
+      redis.call('ZADD', KEYS[1], at, id)
+    else
+      redis.call('HDEL', KEYS[2], id)
+    end
+    n = n + 1
+  end
+end
+return n
 """
 
 
@@ -185,13 +237,17 @@ class RedisEvidenceStore:
 
     name = "redis"
 
-    def __init__(self, client: Any, prefix: str, retention_s: int, budget_bytes: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: Any, prefix: str, retention_s: int, budget_bytes: int, clock: Callable[[], float] = time.time,
+                 grace_s: float = 10.0) -> None:
         self.client = client
         self.base = f"{prefix}:{{ev}}"
         self.retention_ms = retention_s * 1000
         self.budget = budget_bytes
         self.clock = clock
+        self.grace_ms = int(grace_s * 1000)
         self._put = client.register_script(_PUT)
+        self._hold = client.register_script(_HOLD)
+        self._release = client.register_script(_RELEASE)
 
     def _image(self, evidence: str) -> str:
         return f"{self.base}:img:{evidence}"
@@ -201,17 +257,19 @@ class RedisEvidenceStore:
 
     @property
     def _keys(self) -> list[str]:
-        return [f"{self.base}:index", f"{self.base}:sizes", f"{self.base}:held", f"{self.base}:total"]
+        return [f"{self.base}:{name}" for name in _KEYS]
 
     def put(self, record: EvidenceRecord, image: bytes) -> None:
         record.size = len(image)
         outcome = self._put(keys=[*self._keys, self._image(record.id), self._meta(record.id)],
-                            args=[record.id, image, record.to_json(), self.retention_ms, self.budget,
-                                  f"{self.base}:img:", f"{self.base}:meta:"])
+                            args=[record.id, image, record.to_json(), self.retention_ms, self.budget, f"{self.base}:img:",
+                                  f"{self.base}:meta:", int(self.clock() * 1000), self.grace_ms])
         if outcome == -1:
             raise EvidenceError("budget", f"evidence of {len(image)} bytes is larger than the whole budget ({self.budget} bytes)")
         if outcome == -2:
             raise EvidenceError("budget", "labelled evidence waiting for `framewatch feedback export` fills the budget")
+        if outcome == -3:
+            raise EvidenceError("budget", "the budget is full of evidence younger than its grace period: raise evidence.budget_mb")
 
     def get(self, evidence: str) -> tuple[EvidenceRecord, bytes] | None:
         meta, image = self.client.mget([self._meta(evidence), self._image(evidence)])
@@ -224,36 +282,47 @@ class RedisEvidenceStore:
         return EvidenceRecord.from_json(meta) if meta is not None else None
 
     def hold(self, ids: Iterable[str]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for evidence in ids:
-            pipe.sadd(self._keys[2], evidence)
-            pipe.persist(self._image(evidence))
-            pipe.persist(self._meta(evidence))
-        pipe.execute()
+        ids = [e for e in ids if valid_id(e)]
+        if ids:
+            self._hold(keys=self._keys, args=[f"{self.base}:img:", f"{self.base}:meta:", *ids])
 
     def release(self, ids: Iterable[str]) -> None:
-        """Back under retention, counted from when the evidence was written (at least a minute)."""
-        now_ms = int(self.clock() * 1000)
-        for evidence in ids:
-            record = self.record(evidence)
-            self.client.srem(self._keys[2], evidence)
-            if record is not None:
-                left = max(60_000, record.at_ms + self.retention_ms - now_ms)
-                self.client.pexpire(self._image(evidence), left)
-                self.client.pexpire(self._meta(evidence), left)
+        ids = [e for e in ids if valid_id(e)]
+        if ids:
+            self._release(keys=self._keys, args=[f"{self.base}:img:", f"{self.base}:meta:", int(self.clock() * 1000), self.retention_ms, *ids])
 
     def sweep(self) -> int:
         return 0  # keys expire by themselves; the index forgets them at the next put
 
     def usage(self) -> dict[str, int]:
-        total, items, held = self.client.get(self._keys[3]), self.client.zcard(self._keys[0]), self.client.scard(self._keys[2])
-        return {"bytes": int(total or 0), "items": int(items), "held": int(held), "budget": self.budget}
+        total, held_bytes = self.client.mget([self._keys[3], self._keys[4]])
+        items, held = self.client.zcard(self._keys[0]), self.client.scard(self._keys[2])
+        return {"bytes": int(total or 0), "held_bytes": int(held_bytes or 0), "items": int(items) + int(held), "held": int(held),
+                "budget": self.budget}
+
+    def memory_warning(self) -> str | None:
+        """Why this budget may push out other keys of the same Redis, or None (best effort: INFO may be denied)."""
+        try:
+            info = self.client.info("memory")
+        except Exception:
+            return None
+        limit, policy = int(info.get("maxmemory", 0) or 0), str(info.get("maxmemory_policy", ""))
+        if limit and self.budget > limit // 4:
+            return (f"evidence.budget_mb ({self.budget >> 20} MiB) is over a quarter of this Redis's maxmemory ({limit >> 20} MiB, "
+                    f"policy {policy}): with the scores in the same Redis, give evidence its own database or instance "
+                    "(evidence.redis_url) or a smaller budget")
+        return None
 
 
 def _redis_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> EvidenceStore:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    kwargs: dict[str, Any] = {"socket_timeout": redis_settings.socket_timeout_s, "socket_connect_timeout": redis_settings.socket_timeout_s}
+    # No client retries and a short timeout: an evidence store that does not answer must not hold
+    # scoring up (the recorder then skips evidence for a while; alerts go out saying so).
+    timeout = min(redis_settings.socket_timeout_s, 2.0)
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     kwargs.update(redis_settings.client_kwargs())
     url = settings.redis_url or redis_settings.url
     if redis_settings.cluster and settings.redis_url is None:
@@ -261,7 +330,7 @@ def _redis_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> E
 
         client: Any = RedisCluster.from_url(url, **kwargs)
     else:
-        client = redis.Redis.from_url(url, **kwargs)
+        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **kwargs)
     return RedisEvidenceStore(client, settings.prefix, settings.retention_s, int(settings.budget_mb * 1024 * 1024))
 
 
@@ -408,14 +477,20 @@ class Prepared:
 
     alerts: dict[str, dict[str, str]] = field(default_factory=dict)  # raise event_id -> fields added to the event
     near_misses: list[dict[str, str]] = field(default_factory=list)  # entries of framewatch:nearmiss
+    cooldowns: dict[str, tuple[str, int]] = field(default_factory=dict)  # stream -> its near miss here (kept on commit)
 
 
 class EvidenceRecorder:
-    """Keeps the best frame of each stream's window and writes evidence for raises and near misses."""
+    """Keeps the best frame of each stream's window and writes evidence for raises and near misses.
+
+    A store that fails with anything but a refusal (unreachable, timing out) is skipped for
+    ``BREAK_S``: alerts go out at once with ``evidence_error`` instead of waiting on it each time."""
+
+    BREAK_S = 30.0
 
     def __init__(self, store: EvidenceStore, settings: EvidenceSettings, alert_on: float, recent_window_s: float, model: str,
                  counted: Callable[[str, str], None] = lambda what, label: None, after_alert_evidence: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.settings = settings
         self.alert_on = alert_on
@@ -424,11 +499,13 @@ class EvidenceRecorder:
         self.counted = counted
         self.after_alert_evidence = after_alert_evidence
         self.clock = clock
+        self.monotonic = monotonic
         self.best: OrderedDict[str, _Best] = OrderedDict()
         self.metadata: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
-        self.last_near_miss: dict[str, tuple[str, int]] = {}
+        self.last_near_miss: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._skip_until = 0.0
 
-    def note_metadata(self, stream_id: str, metadata: tuple[tuple[str, str], ...]) -> None:
+    def _note_metadata(self, stream_id: str, metadata: tuple[tuple[str, str], ...]) -> None:
         """The latest metadata of a stream (a message without metadata headers keeps the last)."""
         if metadata:
             self.metadata[stream_id] = metadata
@@ -448,18 +525,28 @@ class EvidenceRecorder:
                 self.best.popitem(last=False)
 
     def _store(self, stream_id: str, broadcast: str, pts_ms: int, score: float, ema: float, jpeg: bytes, kind: str) -> str:
+        if self.monotonic() < self._skip_until:
+            raise EvidenceError("error", f"the evidence store failed less than {self.BREAK_S:.0f} s ago; evidence skipped until it is retried")
         metadata = dict(self.metadata.get(stream_id, ()))
         record = EvidenceRecord(evidence_id(stream_id, broadcast, pts_ms), stream_id, broadcast, pts_ms, round(score, 6), round(ema, 6),
                                 self.alert_on, self.model, int(self.clock() * 1000), kind, metadata, c.caption(metadata))
-        self.store.put(record, jpeg)
+        try:
+            self.store.put(record, jpeg)
+        except EvidenceError:
+            raise
+        except Exception as exc:  # unreachable, timing out: skip the store for a while
+            self._skip_until = self.monotonic() + self.BREAK_S
+            raise EvidenceError("error", f"{exc.__class__.__name__}: {exc}") from exc
         self.counted("written", kind)
         return record.id
 
-    def prepare(self, frames: Iterable[tuple[Any, bytes | None]]) -> Prepared:
-        """Evidence for one scored batch: ``frames`` are (FrameScore, JPEG or None) in stream order.
-        Called before the batch is written; a retried batch writes the same ids again."""
+    def prepare(self, frames: Iterable[tuple[Any, bytes | None, tuple[tuple[str, str], ...]]]) -> Prepared:
+        """Evidence for one scored batch: ``frames`` are (FrameScore, JPEG or None, the message's
+        metadata) in stream order. Called before the batch is written; a retried batch writes the
+        same ids again. :meth:`commit` after the write keeps the near misses' cooldowns."""
         out = Prepared()
-        for score, jpeg in frames:
+        for score, jpeg, metadata in frames:
+            self._note_metadata(score.stream_id, metadata)
             self._observe(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg)
             for event in score.events:
                 if event.event != c.ALERT_RAISE:
@@ -467,10 +554,19 @@ class EvidenceRecorder:
                 event_id = f"{score.stream_id}/{event.broadcast}/{score.pts_ms}/{event.event}"
                 out.alerts[event_id] = self._alert(score, jpeg)
             if not score.alert and not score.events and not score.late:
-                entry = self._near_miss(score, jpeg)
+                entry = self._near_miss(score, jpeg, out.cooldowns)
                 if entry is not None:
                     out.near_misses.append(entry)
+                    out.cooldowns[score.stream_id] = (score.broadcast, score.pts_ms)
         return out
+
+    def commit(self, prepared: Prepared) -> None:
+        """The batch is written: its near misses start their streams' cooldowns."""
+        for stream_id, last in prepared.cooldowns.items():
+            self.last_near_miss[stream_id] = last
+            self.last_near_miss.move_to_end(stream_id)
+        while len(self.last_near_miss) > MAX_HELD_STREAMS * 5:
+            self.last_near_miss.popitem(last=False)
 
     def _alert(self, score: Any, jpeg: bytes | None) -> dict[str, str]:
         ids: list[str] = []
@@ -486,22 +582,18 @@ class EvidenceRecorder:
             self.counted("failed", exc.reason)
             log.warning("alert evidence not stored; the alert says why", stream=score.stream_id, error=str(exc))
             return {c.A_EVIDENCE: ",".join(ids), c.A_EVIDENCE_ERROR: str(exc)[:200]}
-        except Exception as exc:  # a store that is down: the alert goes out without evidence, never held back
-            self.counted("failed", "error")
-            log.warning("alert evidence not stored; the alert says why", stream=score.stream_id, error=f"{exc.__class__.__name__}: {exc}")
-            return {c.A_EVIDENCE: ",".join(ids), c.A_EVIDENCE_ERROR: f"{exc.__class__.__name__}: {exc}"[:200]}
         if self.after_alert_evidence is not None and ids:
             self.after_alert_evidence()
         return {c.A_EVIDENCE: ",".join(ids)} if ids else {c.A_EVIDENCE_ERROR: "no frame: the decoder produced no evidence image"}
 
-    def _near_miss(self, score: Any, jpeg: bytes | None) -> dict[str, str] | None:
+    def _near_miss(self, score: Any, jpeg: bytes | None, pending: dict[str, tuple[str, int]]) -> dict[str, str] | None:
         s = self.settings
         if jpeg is None or s.near_miss_margin <= 0 or s.near_miss_rate <= 0:
             return None
         if not self.alert_on - s.near_miss_margin <= score.ema < self.alert_on:
             return None
-        last = self.last_near_miss.get(score.stream_id)
-        if last is not None and last[0] == score.broadcast and score.pts_ms - last[1] < s.near_miss_cooldown_s * 1000:
+        last = pending.get(score.stream_id) or self.last_near_miss.get(score.stream_id)
+        if last is not None and last[0] == score.broadcast and 0 < score.pts_ms - last[1] < s.near_miss_cooldown_s * 1000:
             return None
         event_id = f"{score.stream_id}/{score.broadcast}/{score.pts_ms}/near-miss"
         # Sampled by the frame's identity: a replay samples the same frames.
@@ -509,12 +601,9 @@ class EvidenceRecorder:
             return None
         try:
             evidence = self._store(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, KIND_NEAR_MISS)
-        except Exception as exc:  # a near miss without its picture is not worth a review
-            self.counted("failed", exc.reason if isinstance(exc, EvidenceError) else "error")
+        except EvidenceError as exc:  # a near miss without its picture is not worth a review
+            self.counted("failed", exc.reason)
             return None
-        self.last_near_miss[score.stream_id] = (score.broadcast, score.pts_ms)
-        if len(self.last_near_miss) > MAX_HELD_STREAMS * 5:
-            self.last_near_miss.pop(next(iter(self.last_near_miss)))
         self.counted("near-miss", "")
         return {c.N_STREAM: score.stream_id, c.N_BROADCAST: score.broadcast, c.N_PTS_MS: str(score.pts_ms),
                 c.N_SCORE: f"{score.score:.6f}", c.N_EMA: f"{score.ema:.6f}", c.N_THRESHOLD: f"{self.alert_on:.6f}",

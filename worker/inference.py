@@ -240,8 +240,10 @@ class InferenceLoop:
         """One attempt at the whole batch; streams whose own writes Redis refused are dead-lettered."""
         frames, finished, scoring, images = self._score(pending)
         # Evidence first: the alerts of this batch name it, so it is in the store before they are.
-        prepared = self.recorder.prepare(zip((f.score for f in frames), images, strict=True)) if self.recorder is not None else None
+        prepared = self.recorder.prepare((f.score, *image) for f, image in zip(frames, images, strict=True)) if self.recorder is not None else None
         failed = self.publisher.write(frames, {f.score.stream_id: scoring.states[f.score.stream_id] for f in frames}, prepared)
+        if self.recorder is not None and prepared is not None:
+            self.recorder.commit(prepared)
         scoring.commit(set(scoring.states) - set(failed))
         for stream_id, error in failed.items():
             self._reject_stream(stream_id, pending, error)
@@ -284,7 +286,8 @@ class InferenceLoop:
         for inflight in messages.values():
             self.reject(inflight, ERROR_REDIS_REJECTED, f"Redis refused the writes of stream {stream_id!r}: {error}")
 
-    def _score(self, pending: list[tuple[FrameItem, float]]) -> tuple[list[ScoredFrame], list[FrameItem], Scoring, list[bytes | None]]:
+    def _score(self, pending: list[tuple[FrameItem, float]]) -> tuple[list[ScoredFrame], list[FrameItem], Scoring,
+                                                                       list[tuple[bytes | None, tuple[tuple[str, str], ...]]]]:
         unknown = list(dict.fromkeys(item.inflight.stream_id for item, _ in pending
                                      if not self.scorer.knows(item.inflight.stream_id)))
         for stream_id, (fields, state) in self.publisher.read_states(unknown).items():
@@ -298,16 +301,14 @@ class InferenceLoop:
         scoring = self.scorer.begin()
         frames: list[ScoredFrame] = []
         finished: list[FrameItem] = []
-        images: list[bytes | None] = []
+        images: list[tuple[bytes | None, tuple[tuple[str, str], ...]]] = []
         for item, probability in pending:
             msg = item.inflight
-            if self.recorder is not None:
-                self.recorder.note_metadata(msg.stream_id, msg.message.metadata)
             result = scoring.update(msg.stream_id, msg.msg_time, item.index, item.offset_ms, probability)
             finished.append(item)
             if isinstance(result, FrameScore):
                 frames.append(ScoredFrame(result, msg.msg_time.partition, msg.msg_time.offset))
-                images.append(item.evidence)
+                images.append((item.evidence, msg.message.metadata))
             else:
                 self._skipped(msg, result)
         return frames, finished, scoring, images

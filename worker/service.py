@@ -206,6 +206,9 @@ class Worker:
         try:
             usage = store.usage()
             log.info("evidence store", backend=store.name, **usage)
+            warning = getattr(store, "memory_warning", lambda: None)()
+            if warning:
+                log.warning(warning)
         except Exception as exc:  # alerts matter more than their pictures: scoring starts anyway
             log.error("evidence store unreachable; alerts go out without evidence until it answers", backend=store.name,
                       error=f"{exc.__class__.__name__}: {exc}")

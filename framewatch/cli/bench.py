@@ -47,7 +47,8 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     console = Console()
     options = PipelineOptions(model=args.model, json_out=args.json, streams=args.streams, seconds=args.seconds, backend=args.backend or "auto",
                               profile=args.profile, workload=_workload(args), progress=lambda text: console.print(f"[dim]· {escape(text)}"),
-                              policies=tuple(args.policies), peer=not args.no_peer, naive=args.naive, max_backlog_segments=args.max_backlog)
+                              policies=tuple(args.policies), peer=not args.no_peer, naive=args.naive, max_backlog_segments=args.max_backlog,
+                              evidence_repeats=args.evidence_repeats)
     result = bench_pipeline(options, _bench_settings(args))
     table = Table(title=f"framewatch bench pipeline: {result['model']['name']} on {result['backend']}, {result['machine']['cores']} cores, "
                         f"infer alone {result['infer_fps']:.0f} frames/s")
@@ -61,6 +62,9 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
                       f"{row['streams_per_core']:.1f}", f"{row['p50_latency_ms']:.0f} / {row['p99_latency_ms']:.0f}", f"{row['rss_mb']:.0f}",
                       f"{row['detection_delay_s']['mean_s']}")
     console.print(table)
+    if result.get("evidence"):
+        ev = result["evidence"]
+        console.print(f"evidence ({ev['policy']}): off {ev['off_fps']} frames/s, on {ev['on_fps']} frames/s → on/off {ev['on_over_off']:.3f}")
     for goal, met in result["goals"].items():
         console.print(f"{'✓' if met else '✗'} {goal}")
     console.print(f"wrote {args.json} and {args.json.with_suffix('.png')}")
@@ -175,6 +179,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     bp.add_argument("--no-peer", action="store_true", help="skip the ffmpeg-subprocess peer")
     bp.add_argument("--naive", action="store_true", help="also run the naive worker (grid only), the first round's yardstick")
     bp.add_argument("--max-backlog", type=int, default=1200, help="segments in a policy's backlog at most (the broker stores them all)")
+    bp.add_argument("--evidence-repeats", type=int, default=2,
+                    help="evidence off/on pairs on the default policy: the cost of evidence as on/off throughput (0 = skip)")
     bp.set_defaults(handler=_bench_pipeline)
     bs = bench_commands.add_parser(
         "soak", help="the worker at a steady fraction of its saturated rate: RSS and latency over time",

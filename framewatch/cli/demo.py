@@ -2,13 +2,16 @@
 
 Steps (each reuses what an earlier run left in ``demo/``): synthetic data set → guidance
 training (MobileOne-S0 + the offline MiniLM text encoder) → ONNX export → embedded broker and
-Redis → synthetic videos streamed by `framewatch produce` → `framewatch worker` → a live table
-of the streams read from Redis → everything stopped.
+Redis → synthetic videos streamed by `framewatch produce` (with stream titles and categories) →
+`framewatch worker` → a live table of the streams read from Redis → the moderator dashboard on the
+same streams (its URL and a generated sign-in printed) until Ctrl-C or ``--seconds`` → everything
+stopped.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +35,13 @@ STREAMS = [
     ("cel-battle", True, ("blood", "weapon", "muzzle-flash"), "cel"),
     ("cel-cooking", False, (), "cel"),
 ]
+# The metadata each stream's producer sends (stream-title, stream-category): kept with evidence,
+# never scored.
+TITLES = {
+    "arena-brawl": ("no-scope arena brawl, ranked", "shooters"), "ranked-match": ("ranked match, chill vibes", "shooters"),
+    "street-fight": ("downtown night walk IRL", "IRL"), "night-walk": ("late walk home, rain", "IRL"),
+    "cel-battle": ("boss fight speedrun", "anime games"), "cel-cooking": ("cozy cooking sim", "anime games"),
+}
 CLIP_FRAMES = 100  # 10 s at 10 fps, looped
 # The recipe the report and the benchmarks use too (training/recipes/default.yaml).
 TRAIN_RECIPE = "default"
@@ -76,7 +86,21 @@ def table(rows: list[dict[str, object]], violent: dict[str, bool], elapsed: floa
     return t
 
 
-def run_demo(demo_dir: Path, watch_seconds: float = 35.0) -> int:
+def start_dashboard(demo_dir: Path, env: dict[str, str], logs: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`framewatch dashboard` on the demo's Redis with a generated user; (process, URL, password)."""
+    from framewatch.devservices import free_port
+
+    users = demo_dir / "dashboard-users"
+    password = secrets.token_urlsafe(9)
+    subprocess.run(_fw("dashboard", "passwd", str(users), "moderator", "--password-stdin"), input=f"{password}\n".encode(), env=env,
+                   check=True, capture_output=True)
+    port = free_port()
+    with open(logs / "dashboard.log", "wb") as log:
+        process = subprocess.Popen(_fw("dashboard", "--users", str(users), "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}/", password
+
+
+def run_demo(demo_dir: Path, seconds: float | None = None, table_seconds: float = 35.0) -> int:
     import redis
 
     from framewatch.devservices import dev_down, dev_up
@@ -126,14 +150,16 @@ def run_demo(demo_dir: Path, watch_seconds: float = 35.0) -> int:
             children.append(subprocess.Popen(_fw("worker", "--model", str(artifact)), env=env, stdout=worker_log, stderr=subprocess.STDOUT))
         for stream, _, path in videos:
             with open(logs / f"produce-{stream}.log", "wb") as log:
+                title, category = TITLES.get(stream, (stream, "demo"))
                 children.append(subprocess.Popen(_fw("produce", str(path), "--stream-id", stream, "--realtime", "--loop",
-                                                     "--segment-seconds", "2", "--quiet"), env=env, stdout=log, stderr=subprocess.STDOUT))
+                                                     "--segment-seconds", "2", "--quiet", "--title", title, "--category", category),
+                                                 env=env, stdout=log, stderr=subprocess.STDOUT))
         scores = Scores(redis.Redis.from_url(services.redis_url), prefix)
-        _step(f"6. live scores for {watch_seconds:.0f} s")
+        _step(f"6. live scores for {table_seconds:.0f} s")
         watch_start = time.monotonic()
         rows: list[dict[str, object]] = []
         with Live(table(rows, truth, 0), console=console, refresh_per_second=2) as live:
-            while time.monotonic() - watch_start < watch_seconds:
+            while time.monotonic() - watch_start < table_seconds:
                 rows = scores.top(len(STREAMS))
                 live.update(table(rows, truth, time.monotonic() - watch_start))
                 time.sleep(0.5)
@@ -151,8 +177,28 @@ def run_demo(demo_dir: Path, watch_seconds: float = 35.0) -> int:
             console.print(f"calm streams in alert: {', '.join(false_alarms) if false_alarms else 'none'}")
         else:
             console.print("[yellow]not every stream was scored in time; see demo/logs/worker.log")
+        _step("7. the moderator dashboard on the demo's streams")
+        dashboard, url, password = start_dashboard(demo_dir, env, logs)
+        children.insert(0, dashboard)
+        _wait_for_http(url + "healthz", 30)
+        console.print(f"[bold]{url}[/]  sign in as [bold]moderator[/] with password [bold]{password}[/] "
+                      f"(users file {demo_dir / 'dashboard-users'})")
+        console.print("the review queue holds the demo's alerts and near misses, with their evidence (blurred until clicked); "
+                      "decisions go to framewatch:feedback, and `framewatch feedback export` makes them a data set")
+        interactive = seconds is None and sys.stdin.isatty()
+        wait = None if interactive else (seconds if seconds is not None else 20.0)
+        console.print("Ctrl-C stops the demo" if wait is None else f"stopping in {wait:.0f} s (--seconds; Ctrl-C stops sooner)")
+        try:
+            until = None if wait is None else time.monotonic() + wait
+            while until is None or time.monotonic() < until:
+                if dashboard.poll() is not None:
+                    console.print(f"[red]the dashboard stopped; see {logs / 'dashboard.log'}")
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("Ctrl-C")
     finally:
-        _step("7. stopping everything the demo started")
+        _step("8. stopping everything the demo started")
         for child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -165,3 +211,15 @@ def run_demo(demo_dir: Path, watch_seconds: float = 35.0) -> int:
         console.print("stopped: " + ", ".join(stopped))
     console.print(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _wait_for_http(url: str, timeout_s: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)

@@ -70,7 +70,7 @@ def _dev_status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from framewatch.cli.demo import run_demo
 
-    return run_demo(args.dir, args.seconds)
+    return run_demo(args.dir, args.seconds, args.table_seconds)
 
 
 # --- config ------------------------------------------------------------------------------
@@ -118,10 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the whole system end to end on this machine (make demo)",
         description="Generate data, train a small guidance model on the CPU, export it, start the embedded broker and Redis, "
         "stream synthetic videos (some violent) through `framewatch produce`, run the worker and show a live table of "
-        "scores from Redis; then stop everything. Reuses what an earlier run left in DIR.",
+        "scores from Redis, then serve the moderator dashboard on the same streams until Ctrl-C (or --seconds); then stop "
+        "everything. Reuses what an earlier run left in DIR.",
     )
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="working folder (default demo/)")
-    demo.add_argument("--seconds", type=float, default=35.0, help="how long to watch the live table")
+    demo.add_argument("--table-seconds", type=float, default=35.0, help="how long to show the live table (default 35)")
+    demo.add_argument("--seconds", type=float, default=None,
+                      help="how long the dashboard stays up before the demo stops (default: until Ctrl-C in a terminal, else 20 s)")
     demo.set_defaults(handler=_demo)
 
     from framewatch.cli import bench, engines, review, training, worker

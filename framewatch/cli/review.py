@@ -38,7 +38,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     review, _ = _review(args)
     review.client.ping()  # an unreachable Redis is said now, with the front door's one line
     config = DashboardConfig(users, args.trusted_header, frozenset(args.trusted_proxy or ["127.0.0.1", "::1"]), not args.no_blur,
-                             args.secure_cookies)
+                             args.secure_cookies, public_origin=args.public_origin)
     app = create_app(review, config, Sessions(load_secret(args.secret_file)))
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"framewatch dashboard: listening on {args.host}, beyond this machine; put TLS in front of it (--secure-cookies)",
@@ -79,9 +79,10 @@ def _export(args: argparse.Namespace) -> int:
         if not args.quiet and (done == total or done % 50 == 0):
             print(f"\rfeedback: {done}/{total} items", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    summary = export_feedback(review, args.out, args.since, args.test_fraction, args.keep_held, progress)
+    summary = export_feedback(review, args.out, args.since, args.test_fraction, args.keep_held, progress, args.val_fraction)
     print(f"wrote {summary['rows']} images of {summary['exported_items']} decided items to {args.out} "
-          f"(train {summary['by_split']['train']}, test {summary['by_split']['test']}; violent {summary['by_label']['violent']}, "
+          f"(train {summary['by_split']['train']}, val {summary['by_split']['val']}, test {summary['by_split']['test']}; "
+          f"violent {summary['by_label']['violent']}, "
           f"non-violent {summary['by_label']['non-violent']}); left out: {summary['unsure']} unsure, {summary['conflict']} with "
           f"disagreeing reviewers, {summary['missing_evidence']} evidence frames gone")
     if summary["rows"]:
@@ -107,6 +108,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="session-signing secret (≥16 bytes; default: random, so a restart signs everyone out)")
     d.add_argument("--no-blur", action="store_true", help="show evidence at once (default: blurred until clicked)")
     d.add_argument("--secure-cookies", action="store_true", help="cookies only over HTTPS (behind a TLS proxy)")
+    d.add_argument("--public-origin", default=None, metavar="URL",
+                   help="the address browsers use (e.g. https://review.example.com), when a proxy in front rewrites the Host header")
     add_settings_flags(d)
     d.set_defaults(handler=_dashboard)
     dc = d.add_subparsers(dest="dashboard_command", metavar="ACTION")
@@ -122,13 +125,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     fc = f.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
     e = fc.add_parser(
         "export", help="write the labelled evidence as an image–text data set for `framewatch train`",
-        description="Write OUT/train and OUT/test (imagefolder: metadata.jsonl with file_name, text from the stream's metadata, "
+        description="Write OUT/train, OUT/val and OUT/test (imagefolder: metadata.jsonl with file_name, text from the stream's metadata, "
         "label, and score, threshold, model, stream, time, reviewers), whole streams on one side. Items marked unsure or on which "
         "reviewers disagree are left out. Exported evidence is released back under retention.",
     )
     e.add_argument("--out", type=Path, required=True, help="a new or empty folder")
     e.add_argument("--since", default=None, help="only decisions from this ISO time, epoch ms or feedback entry id on")
-    e.add_argument("--test-fraction", type=float, default=0.2, help="streams held back as test (default 0.2)")
+    e.add_argument("--test-fraction", type=float, default=0.2, help="streams held back as test, per label (default 0.2)")
+    e.add_argument("--val-fraction", type=float, default=0.15, help="streams for validation, per label (default 0.15)")
     e.add_argument("--keep-held", action="store_true", help="keep the exported evidence held (default: release it)")
     e.add_argument("--quiet", action="store_true")
     add_settings_flags(e)

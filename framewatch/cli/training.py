@@ -124,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from framewatch.training.report import write_report
 
-    md_path, json_path = write_report(args.runs, args.out, measure_latency=not args.no_latency, trivial=not args.no_trivial)
+    md_path, json_path = write_report(args.runs, args.out, measure_latency=not args.no_latency, trivial=not args.no_trivial, on=args.on)
     print(f"wrote {md_path} and {json_path}")
     return 0
 
@@ -260,6 +260,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     rep.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     rep.add_argument("--no-trivial", action="store_true",
                      help="leave out the trivial row (a logistic regression on six colour statistics of the runs' data set)")
+    rep.add_argument("--on", type=Path, default=None, metavar="DATA",
+                     help="also score every run's deployed model on DATA's test split (e.g. a `feedback export`) and compare the last "
+                     "run with the first: the retrained model against the one it replaces, with a bootstrap interval over streams")
     rep.set_defaults(handler=_report)
 
     clip = commands.add_parser(

@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from framewatch.dashboard.auth import LoginThrottle, Session, Sessions, verify_password
+from framewatch.dashboard.auth import DUMMY_HASH, LoginThrottle, Session, Sessions, verify_password
 from framewatch.dashboard.review import KINDS, Item, Review
 from framewatch.logs import get_logger
 from framewatch.worker import contracts as c
@@ -62,6 +62,8 @@ class DashboardConfig:
     secure_cookies: bool = False
     push_interval_s: float = 1.0
     ranking_size: int = 20
+    public_origin: str | None = None  # e.g. https://review.example.com, when a proxy rewrites Host
+    max_streams_per_user: int = 4  # live (SSE) connections per user
 
 
 class Metrics:
@@ -81,10 +83,44 @@ class Refused(Exception):
         self.reason = reason
 
 
+def same_token(given: str, expected: str) -> bool:
+    """Constant-time comparison that refuses (instead of raising on) non-ASCII input."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
+
+
+class Snapshots:
+    """One snapshot of the ranking per interval for every client, and of each (user, scope) queue:
+    many open pages cost Redis what one does."""
+
+    def __init__(self, review: Review, config: DashboardConfig) -> None:
+        self.review = review
+        self.config = config
+        self.cache: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def _cached(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        hit = self.cache.get(key)
+        if hit is not None and now - hit[0] < self.config.push_interval_s * 0.9:
+            return hit[1]
+        value = make()
+        self.cache[key] = (now, value)
+        if len(self.cache) > 1000:
+            for old in sorted(self.cache, key=lambda k: self.cache[k][0])[:500]:
+                self.cache.pop(old, None)
+        return value
+
+    def state(self, user: str, scope: str) -> dict[str, Any]:
+        ranking = self._cached(("", "ranking"), lambda: self.review.ranking(self.config.ranking_size))
+        queue = self._cached((user, scope), lambda: [i.to_json(user) for i in self.review.queue(user, scope)])
+        return {"ranking": ranking, "queue": queue}
+
+
 def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     metrics = Metrics()
     throttle = LoginThrottle()
+    snapshots = Snapshots(review, config)
+    streams_open: dict[str, int] = {}
 
     def secure(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
@@ -129,10 +165,16 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
         return {k: v[-1] for k, v in parsed.items()}
 
     def same_origin(request: Request) -> bool:
+        """A post from this site: no Origin (not a browser, or an old one: the CSRF token still
+        guards), the configured public origin, this Host, or the browser's own same-origin word."""
         origin = request.headers.get("origin")
-        if origin is None or origin == "null":
-            return origin is None
-        return urlsplit(origin).netloc == request.headers.get("host", "")
+        if origin is None:
+            return True
+        if config.public_origin and origin.rstrip("/") == config.public_origin.rstrip("/"):
+            return True
+        if request.headers.get("sec-fetch-site") == "same-origin":
+            return True
+        return origin != "null" and urlsplit(origin).netloc == request.headers.get("host", "")
 
     def guarded(handler: Callable[[Request, Session], Awaitable[Response]], post: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -146,7 +188,7 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
                     if not same_origin(request):
                         raise Refused(403, "origin")
                     fields = await form(request)
-                    if not hmac.compare_digest(fields.get("csrf", ""), session.csrf):
+                    if not same_token(fields.get("csrf", ""), session.csrf):
                         raise Refused(403, "csrf")
                     request.state.form = fields
                 return await handler(request, session)
@@ -171,23 +213,23 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
             if not same_origin(request):
                 raise Refused(403, "origin")
             fields = await form(request)
-            if not hmac.compare_digest(fields.get("token", ""), request.cookies.get(LOGIN_COOKIE, "") or "-"):
+            if not same_token(fields.get("token", ""), request.cookies.get(LOGIN_COOKIE, "") or "-"):
                 raise Refused(403, "csrf")
         except Refused as exc:
             metrics.refused.labels(exc.reason).inc()
             return secure(PlainTextResponse(f"refused: {exc.reason}\n", status_code=exc.status))
         name, password = fields.get("user", "")[:64], fields.get("password", "")[:1024]
-        address = f"{peer(request)}/{name}"  # per address and name: guessing is slowed, others can still sign in
-        if throttle.blocked(address):
+        if not throttle.attempt(name):
             metrics.logins.labels("throttled").inc()
-            return secure(PlainTextResponse("too many failed logins; wait a few minutes\n", status_code=429))
+            return secure(PlainTextResponse("too many failed logins for this name; wait a few minutes\n", status_code=429))
         stored = config.users.get(name)
-        ok = stored is not None and await run_in_threadpool(verify_password, password, stored)
+        # An unknown name is checked against a dummy hash: the answer takes as long either way.
+        ok = await run_in_threadpool(verify_password, password, stored or DUMMY_HASH) and stored is not None
         if not ok:
-            throttle.failed(address)
             metrics.logins.labels("failed").inc()
-            log.warning("login failed", user=name, peer=address)
+            log.warning("login failed", user=name, peer=peer(request))
             return secure(RedirectResponse("/login?error=1", status_code=303))
+        throttle.succeeded(name)
         metrics.logins.labels("ok").inc()
         cookie, _ = sessions.issue(name)
         response = RedirectResponse("/", status_code=303)
@@ -260,30 +302,41 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response
 
-    def snapshot(user: str, scope: str) -> dict[str, Any]:
-        return {"ranking": review.ranking(config.ranking_size), "queue": [i.to_json(user) for i in review.queue(user, scope)],
-                "at_ms": int(time.time() * 1000)}
-
     async def api_state(request: Request, session: Session) -> Response:
-        return secure(JSONResponse(await run_in_threadpool(snapshot, session.user, scope_of(request))))
+        state = await run_in_threadpool(snapshots.state, session.user, scope_of(request))
+        return secure(JSONResponse({**state, "at_ms": int(time.time() * 1000)}))
 
     async def events(request: Request, session: Session) -> Response:
         scope = scope_of(request)
+        if streams_open.get(session.user, 0) >= config.max_streams_per_user:
+            raise Refused(429, "too-many-streams")
+        cookie = request.cookies.get(COOKIE)
 
         async def stream() -> AsyncIterator[str]:
-            yield "retry: 2000\n\n"
-            last = ""
-            while not await request.is_disconnected():
-                try:
-                    data = json.dumps(await run_in_threadpool(snapshot, session.user, scope), separators=(",", ":"))
-                except Exception as exc:  # Redis away: say so, keep the page, try again
-                    data = json.dumps({"error": f"{exc.__class__.__name__}: {exc}"[:200]})
-                if data != last:
-                    yield f"event: state\ndata: {data}\n\n"
-                    last = data
-                else:
-                    yield ": keep-alive\n\n"
-                await asyncio.sleep(config.push_interval_s)
+            streams_open[session.user] = streams_open.get(session.user, 0) + 1
+            try:
+                yield "retry: 2000\n\n"
+                last = ""
+                while not await request.is_disconnected():
+                    if cookie is not None and sessions.read(cookie) is None:
+                        yield "event: expired\ndata: {}\n\n"  # the session ended: the page goes to the login
+                        return
+                    try:
+                        state = await run_in_threadpool(snapshots.state, session.user, scope)
+                        # Ages change every second; what is compared is what a moderator would see change.
+                        seen = json.dumps({**state, "ranking": [{k: v for k, v in r.items() if k != "age_s"} for r in state["ranking"]]},
+                                          separators=(",", ":"))
+                        data = json.dumps({**state, "at_ms": int(time.time() * 1000)}, separators=(",", ":"))
+                    except Exception as exc:  # Redis away: say so, keep the page, try again
+                        seen = data = json.dumps({"error": f"{exc.__class__.__name__}: {exc}"[:200]})
+                    if seen != last:
+                        yield f"event: state\ndata: {data}\n\n"
+                        last = seen
+                    else:
+                        yield ": keep-alive\n\n"
+                    await asyncio.sleep(config.push_interval_s)
+            finally:
+                streams_open[session.user] = max(0, streams_open.get(session.user, 1) - 1)
 
         response = StreamingResponse(stream(), media_type="text/event-stream")
         response.headers["X-Accel-Buffering"] = "no"

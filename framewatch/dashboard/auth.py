@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,7 @@ class Sessions:
             payload = _unb64(body)
         except ValueError:
             return None
-        if not hmac.compare_digest(self._sign(payload), signature):
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode("utf-8", "replace")):
             return None
         try:
             data = json.loads(payload)
@@ -155,20 +156,35 @@ def load_secret(path: Path | None) -> bytes:
 
 
 class LoginThrottle:
-    """At most ``limit`` failed logins per address and ``window_s``: slows password guessing."""
+    """At most ``limit`` login attempts per user name in ``window_s`` that did not succeed: slows
+    password guessing from anywhere (a proxy in front makes every client one address). An attempt
+    counts *before* its password is checked, so concurrent guesses cannot all slip through; a
+    success clears the name's count. Bounded: the least recently tried names are forgotten."""
 
-    def __init__(self, limit: int = 10, window_s: float = 300.0) -> None:
+    def __init__(self, limit: int = 10, window_s: float = 300.0, max_names: int = 10_000) -> None:
         self.limit = limit
         self.window_s = window_s
-        self.failures: dict[str, list[float]] = {}
+        self.max_names = max_names
+        self.attempts: OrderedDict[str, list[float]] = OrderedDict()
 
-    def blocked(self, address: str, now: float | None = None) -> bool:
-        now = now or time.time()
-        recent = [t for t in self.failures.get(address, []) if t > now - self.window_s]
-        self.failures[address] = recent
-        return len(recent) >= self.limit
+    def attempt(self, name: str, now: float | None = None) -> bool:
+        """Counts an attempt; False when the name is over its limit (then nothing is checked)."""
+        now = time.time() if now is None else now
+        recent = [t for t in self.attempts.get(name, []) if t > now - self.window_s]
+        if len(recent) >= self.limit:
+            self.attempts[name] = recent
+            return False
+        recent.append(now)
+        self.attempts[name] = recent
+        self.attempts.move_to_end(name)
+        while len(self.attempts) > self.max_names:
+            self.attempts.popitem(last=False)
+        return True
 
-    def failed(self, address: str, now: float | None = None) -> None:
-        self.failures.setdefault(address, []).append(now or time.time())
-        if len(self.failures) > 10_000:
-            self.failures.pop(next(iter(self.failures)))
+    def succeeded(self, name: str) -> None:
+        self.attempts.pop(name, None)
+
+
+# Checked for a name that is not in the users file, so that the answer takes as long as for one
+# that is: response times do not tell which names exist.
+DUMMY_HASH = hash_password("framewatch: no such user", salt=b"0123456789abcdef")

@@ -55,11 +55,6 @@ def parse_since(text: str | None) -> str:
     return f"{int(moment.timestamp() * 1000)}-0"
 
 
-def split_of(stream: str, test_fraction: float) -> str:
-    bucket = int(hashlib.sha256(stream.encode()).hexdigest()[:8], 16) / 2**32
-    return "test" if bucket < test_fraction else "train"
-
-
 @dataclass
 class Decided:
     item: str
@@ -89,70 +84,126 @@ def consolidate(entries: list[tuple[str, dict[str, str]]]) -> dict[str, Decided]
     return items
 
 
+def assign_splits(streams: dict[str, str], test_fraction: float, val_fraction: float = 0.15) -> dict[str, str]:
+    """Whole streams to ``train``, ``val`` or ``test``, per label (``streams``: stream → its label),
+    in the order of a hash of their id: each label puts about ``test_fraction`` of its streams in
+    test (one at least when it has two), ``val_fraction`` in val (one at least when it has three)
+    and the rest, one at least, in train. So training sees every label, and small exports still
+    give ``framewatch train`` a test split and, where they can, a validation split of whole streams."""
+    if len(streams) < 2:
+        raise ExportError(f"the decisions cover {len(streams)} stream(s); a held-back test split needs at least two streams "
+                          "(decide on alerts of more streams, or export later)")
+
+    def bucket(stream: str) -> float:
+        return int(hashlib.sha256(stream.encode()).hexdigest()[:8], 16) / 2**32
+
+    splits: dict[str, str] = {}
+    for label in sorted(set(streams.values())):
+        mine = sorted((s for s, lab in streams.items() if lab == label), key=bucket)
+        n = len(mine)
+        n_test = max(1 if n >= 2 else 0, min(n - 1, round(n * test_fraction)))
+        n_val = max(1 if n >= 3 else 0, min(n - 1 - n_test, round(n * val_fraction)))
+        for i, stream in enumerate(mine):
+            splits[stream] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    if "test" not in splits.values():  # every label has a single stream: the last label's goes to test
+        splits[max(streams, key=bucket)] = "test"
+    return splits
+
+
 def export_feedback(review: Review, out: Path, since: str | None = None, test_fraction: float = 0.2, keep_held: bool = False,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[int, int], None] | None = None, val_fraction: float = 0.15) -> dict[str, Any]:
     if review.store is None:
         raise ExportError("evidence.backend is none: there are no images to export")
-    if not 0 <= test_fraction < 1:
-        raise ExportError(f"--test-fraction {test_fraction}: must be in [0, 1)")
+    if not 0 < test_fraction < 1:
+        raise ExportError(f"--test-fraction {test_fraction}: must be between 0 and 1 (a held-back test split is what "
+                          "`framewatch report --on` compares models on, and `framewatch train` needs one)")
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} is not empty: export into a new folder (each export is a data set of its own)")
-    entries = review.feedback(parse_since(since))
-    decided = consolidate(entries)
-    counts: dict[str, int] = {"items": len(decided), "exported_items": 0, "rows": 0, "unsure": 0, "conflict": 0, "missing_evidence": 0}
-    by_label = {name: 0 for name in DATASET_LABELS}
-    by_split = {"train": 0, "test": 0}
-    rows: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
-    released: list[str] = []
+    start = parse_since(since)
+    entries = review.feedback()  # the whole history: labels come from every decision, not only recent ones
+    recent = {f.get(c.FB_ITEM, "") for entry_id, f in entries if start == "-" or _not_before(entry_id, start)}
+    decided = {k: v for k, v in consolidate(entries).items() if k in recent}
+    counts: dict[str, int] = {"items": len(decided), "exported_items": 0, "rows": 0, "unsure": 0, "conflict": 0, "missing_evidence": 0,
+                              "shared_frame_conflicts": 0}
+    frames: dict[str, tuple[str, Decided]] = {}  # evidence id -> (label, its first item)
+    clashing: set[str] = set()
+    keep: set[str] = set()  # evidence of items still held for a decision
+    released: set[str] = set()
     for number, d in enumerate(decided.values(), 1):
         if progress is not None:
             progress(number, len(decided))
         labels = set(d.labels.values())
         if labels == {c.LABEL_UNSURE}:
             counts["unsure"] += 1
-            released += d.evidence
+            released.update(d.evidence)
             continue
         labels.discard(c.LABEL_UNSURE)
         if len(labels) != 1:
             counts["conflict"] += 1
+            keep.update(d.evidence)
             continue
         label = TO_DATASET[labels.pop()]
-        split = split_of(d.stream, test_fraction)
-        wrote = 0
         for evidence in d.evidence:
-            found = review.store.get(evidence)
-            if found is None:
-                counts["missing_evidence"] += 1
-                continue
-            record, image = found
-            folder = out / split
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"{evidence}.jpg"
-            (folder / name).write_bytes(image)
-            rows[split].append({
-                "file_name": name, "text": record.text, "label": label, "group": d.stream,
-                "score": record.score, "ema": record.ema, "threshold": record.threshold, "model": record.model, "stream": d.stream,
-                "broadcast": record.broadcast, "pts_ms": record.pts_ms, "time": datetime.fromtimestamp(record.at_ms / 1000, UTC).isoformat(),
-                "reviewers": sorted(r for r, v in d.labels.items() if v != c.LABEL_UNSURE), "item": d.item, "kind": d.kind,
-                "evidence_kind": record.kind, "metadata": record.metadata,
-            })
-            wrote += 1
-        if wrote:
-            counts["exported_items"] += 1
-            counts["rows"] += wrote
-            by_label[label] += wrote
-            by_split[split] += wrote
-            released += d.evidence
+            if evidence in frames and frames[evidence][0] != label:
+                clashing.add(evidence)  # one frame, two items, two labels: neither is trusted
+            frames.setdefault(evidence, (label, d))
+    for evidence in clashing:
+        counts["shared_frame_conflicts"] += 1
+        frames.pop(evidence, None)
+        keep.add(evidence)
+    found = {e: review.store.get(e) for e in frames}
+    for evidence in [e for e, got in found.items() if got is None]:
+        counts["missing_evidence"] += 1
+        frames.pop(evidence)
+    stream_labels: dict[str, list[str]] = {}
+    for label, d in frames.values():
+        stream_labels.setdefault(d.stream, []).append(label)
+    majority = {stream: max(sorted(set(labels)), key=labels.count) for stream, labels in stream_labels.items()}
+    splits = assign_splits(majority, test_fraction, val_fraction) if frames else {}
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
+    by_label = {name: 0 for name in DATASET_LABELS}
+    items: set[str] = set()
+    for evidence, (label, d) in frames.items():
+        record, image = found[evidence]  # type: ignore[misc]
+        split = splits[d.stream]
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{evidence}.jpg"
+        (folder / name).write_bytes(image)
+        reviewers = sorted(r for r, v in d.labels.items() if v != c.LABEL_UNSURE)
+        rows[split].append({
+            "file_name": name, "text": record.text, "label": label, "group": d.stream,
+            "score": record.score, "ema": record.ema, "threshold": record.threshold, "model": record.model, "stream": d.stream,
+            "broadcast": record.broadcast, "pts_ms": record.pts_ms, "time": datetime.fromtimestamp(record.at_ms / 1000, UTC).isoformat(),
+            "reviewer": ",".join(reviewers), "reviewers": reviewers, "item": d.item, "kind": d.kind,
+            "evidence_kind": record.kind, "metadata": record.metadata,
+        })
+        by_label[label] += 1
+        items.add(d.item)
+        released.add(evidence)
+    counts["exported_items"] = len(items)
+    counts["rows"] = sum(len(r) for r in rows.values())
     out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
         if split_rows:
             (out / split / "metadata.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in split_rows))
     (out / "dataset.json").write_text(json.dumps({"labels": DATASET_LABELS, "positive": "violent"}, indent=2) + "\n")
-    summary = {**counts, "by_label": by_label, "by_split": by_split, "since": since or "", "through": entries[-1][0] if entries else "", "test_fraction": test_fraction,
+    released -= keep
+    summary = {**counts, "by_label": by_label, "by_split": {k: len(v) for k, v in rows.items()}, "streams": dict(sorted(splits.items())),
+               "since": since or "", "through": entries[-1][0] if entries else "", "test_fraction": test_fraction,
                "exported_at": datetime.now(UTC).isoformat(timespec="seconds"), "released": 0 if keep_held else len(released)}
     (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not keep_held and released:
-        review.store.release(released)
+        review.store.release(sorted(released))
     if entries:
         review.client.set(review.keys.last_export, json.dumps({"through": entries[-1][0], "at_ms": int(time.time() * 1000)}))
     return summary
+
+
+def _not_before(entry_id: str, start: str) -> bool:
+    """Whether a stream entry id is at or after ``start`` (both "ms-seq")."""
+    def key(text: str) -> tuple[int, int]:
+        ms, _, seq = text.partition("-")
+        return int(ms), int(seq or 0)
+
+    return key(entry_id) >= key(start)

@@ -58,6 +58,9 @@ def test_bench_pipeline_writes_every_field(exported_model: Path, tmp_path: Path)
         assert policy["workload"]["scored_frames"] > 0 and policy["e2e_fps"] > 0 and policy["derived"]["latency_samples"] > 0, name
         assert policy["derived"]["worker_exit_code"] == 0 and policy["derived"]["backlog_complete"], name
         assert (policy["peer_fps"] or 0) > 0 if shutil.which("ffmpeg") else policy["derived"]["peer_note"], name
+    evidence = result["evidence"]
+    assert len(evidence["off_fps"]) == len(evidence["on_fps"]) == 2 and min(evidence["off_fps"] + evidence["on_fps"]) > 0
+    assert evidence["on_over_off"] > 0 and "evidence_on_within_5pct_of_off" in result["goals"]
     # keyframes take one frame from a one-keyframe segment, the grid one a second
     assert result["policies"]["keyframes"]["workload"]["scored_frames_per_segment"] == 1.0
     assert result["policies"]["grid"]["workload"]["scored_frames_per_segment"] == 2.0

@@ -71,7 +71,7 @@ def live(services: Any, exported_model: Path, tmp_path_factory: pytest.TempPathF
         wait_for(lambda: _status(base + "/healthz") == 200, 30, "the dashboard")
         send_stream(sandbox, "cam-1", 21, "late night arena")
         wait_for(lambda: raised(client, sandbox, "cam-1"), 90, "cam-1's alert")
-        yield {"sandbox": sandbox, "base": base, "client": client, "root": root, "users": users}
+        yield {"sandbox": sandbox, "base": base, "client": client, "root": root, "users": users, "model": exported_model}
     finally:
         dashboard.terminate()
         try:
@@ -203,7 +203,7 @@ def test_hostile_requests_are_refused_and_write_nothing(live: dict[str, Any]) ->
     cookie = ana.cookie("fw_session")
     body, signature = cookie.split(".")
     forged_body = body[:-2] + ("AA" if body[-2:] != "AA" else "BB")
-    for forged in (f"{forged_body}.{signature}", f"{body}.{'A' * len(signature)}", "not-a-session"):
+    for forged in (f"{forged_body}.{signature}", f"{body}.{'A' * len(signature)}", "not-a-session", f"{body}.%C3%A9"):
         status, _, _ = Client(base).post(decision, {"label": "violent", "csrf": "x"}, {"Cookie": f"fw_session={forged}"})
         assert status == 401
     # Another user's session: ben's CSRF token does not work with ana's cookie, nor the reverse;
@@ -214,6 +214,7 @@ def test_hostile_requests_are_refused_and_write_nothing(live: dict[str, Any]) ->
     assert ana_token != ben_token
     assert ana.post(decision, {"label": "violent", "csrf": ben_token})[0] == 403
     assert ana.post(decision, {"label": "violent", "csrf": ""})[0] == 403
+    assert ana.post(decision, {"label": "violent", "csrf": "\u00e9t\u00e9"})[0] == 403  # non-ASCII: refused, not a crash
     assert ana.post(decision, {"label": "violent"})[0] == 403
     # Forged cross-site posts, wrong content types, oversized and malformed bodies.
     assert ana.post(decision, {"label": "violent", "csrf": ana_token}, {"Origin": "https://evil.example"})[0] == 403
@@ -257,14 +258,17 @@ def test_failed_logins_are_throttled(live: dict[str, Any]) -> None:
 @pytest.mark.slow  # ~60 s: six more alerts scored, a tiny guidance model trained on the export; `make test-slow`
 def test_decisions_export_to_a_data_set_that_trains(live: dict[str, Any], tmp_path: Path) -> None:
     sandbox, client = live["sandbox"], live["client"]
-    for n in range(3, 9):
+    for n in range(3, 12):
         send_stream(sandbox, f"cam-{n}", 20 + n, f"stream number {n}")
-    for n in range(3, 9):
+    for n in range(3, 12):
         wait_for(lambda n=n: raised(client, sandbox, f"cam-{n}"), 120, f"cam-{n}'s alert")
     ben = Client(live["base"])
     ben.login("ben", PASSWORDS["ben"])
     token = ben.csrf()
-    for n in range(1, 9):
+    import time
+
+    since = str(int(time.time() * 1000))  # this test's decisions only: others' tests decided on cam-1 and cam-2
+    for n in range(3, 12):
         label = "violent" if n % 2 else "not-violent"
         for entry in _alert_entries(live, f"cam-{n}")[:1]:
             assert ben.post(f"/review/alert/{entry}/decision", {"label": label, "csrf": token, "next": ""})[0] == 303
@@ -275,18 +279,20 @@ def test_decisions_export_to_a_data_set_that_trains(live: dict[str, Any], tmp_pa
            "FRAMEWATCH_REDIS__PREFIX": sandbox.prefix, "FRAMEWATCH_EVIDENCE__PREFIX": f"{sandbox.prefix}:evidence"}
     out = tmp_path / "feedback"
     export = subprocess.run([sys.executable, "-m", "framewatch.cli", "feedback", "export", "--out", str(out), "--redis-url",
-                             sandbox.redis_url, "--test-fraction", "0.3"], env=env, capture_output=True, text=True, timeout=120)
+                             sandbox.redis_url, "--test-fraction", "0.3", "--since", since], env=env, capture_output=True, text=True, timeout=120)
     assert export.returncode == 0, export.stderr
     summary = json.loads((out / "export.json").read_text())
-    assert summary["unsure"] >= 1 and summary["rows"] >= 6 and summary["by_label"]["violent"] and summary["by_label"]["non-violent"]
-    rows = [json.loads(line) for split in ("train", "test") if (out / split / "metadata.jsonl").exists()
+    # cam-8: unsure (left out); cam-3…7 and 9…11: exported (5 violent streams, 3 not).
+    assert summary["unsure"] == 1 and summary["conflict"] == 0 and summary["exported_items"] == 8 and summary["items"] == 9
+    assert summary["rows"] >= 5 and summary["by_label"]["violent"] and summary["by_label"]["non-violent"]
+    assert summary["by_split"]["test"] and summary["by_split"]["train"]
+    rows = [json.loads(line) for split in ("train", "val", "test") if (out / split / "metadata.jsonl").exists()
             for line in (out / split / "metadata.jsonl").read_text().splitlines()]
     assert {r["label"] for r in rows} == {"violent", "non-violent"}
-    assert all(r["text"].startswith(("stream number", "late night arena", "hallway cam")) and r["text"].endswith("just chatting") for r in rows)
+    assert all(r["text"] == f"stream number {r['stream'].split('-')[1]}. just chatting" for r in rows)
     assert all({"score", "threshold", "model", "stream", "time", "reviewers"} <= set(r) for r in rows)
-    train_streams = {r["stream"] for r in rows if (out / "train" / r["file_name"]).exists()}
-    test_streams = {r["stream"] for r in rows if (out / "test" / r["file_name"]).exists()}
-    assert not train_streams & test_streams, "a stream on both sides of the split"
+    sides = {split: {r["stream"] for r in rows if (out / split / r["file_name"]).exists()} for split in ("train", "val", "test")}
+    assert not (sides["train"] & sides["test"] or sides["train"] & sides["val"] or sides["val"] & sides["test"]), sides
     from tests.training_fixtures import make_tiny_text_encoder
 
     text = make_tiny_text_encoder(tmp_path / "bert")
@@ -297,6 +303,15 @@ def test_decisions_export_to_a_data_set_that_trains(live: dict[str, Any], tmp_pa
                              env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").exists()
+    # The retrained model against the one the worker ran, on the held-back streams of the feedback.
+    current = live["model"].parent / "run"
+    report = subprocess.run([sys.executable, "-m", "framewatch.cli", "report", str(current), str(tmp_path / "run"), "--on", str(out),
+                             "--out", str(tmp_path / "report.md"), "--no-latency", "--no-trivial"],
+                            env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    heldout = json.loads((tmp_path / "report.json").read_text())["heldout"]
+    assert heldout["images"] == summary["by_split"]["test"] and [r["run"] for r in heldout["runs"]] == [str(current), str(tmp_path / "run")]
+    assert set(heldout["paired"]) == {"accuracy", "f1", "recall"} and "Last run − first run" in (tmp_path / "report.md").read_text()
     # Exported evidence is released back under retention.
     first = rows[0]["file_name"].removesuffix(".jpg")
     assert client.pttl(f"{sandbox.prefix}:evidence:{{ev}}:img:{first}") > 0

@@ -4,6 +4,7 @@ no alert without evidence and nothing that is never cleaned up; TTL and budget h
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -144,27 +145,78 @@ def test_redis_store_ttl_budget_and_held_evidence(services: Any) -> None:
     short.put(record(2, 2), image)
     assert short.usage()["items"] == 1 and short.usage()["bytes"] < 11_000
     # Budget: the oldest unlabelled evidence makes room; held evidence is never evicted.
-    store = RedisEvidenceStore(client, prefix, retention_s=3600, budget_bytes=35_000)
+    store = RedisEvidenceStore(client, prefix, retention_s=3600, budget_bytes=35_000, grace_s=0)
     for n in range(3):
         store.put(record(n, 1000 + n), image)
-    store.hold([record(0, 1000).id])
+    store.hold([record(0, 1000).id, "f" * 32])  # an id that does not exist is not held
+    assert client.smembers(f"{prefix}:{{ev}}:held") == {record(0, 1000).id.encode()}
     store.put(record(3, 1003), image)
     assert store.get(record(0, 1000).id) is not None, "held evidence was evicted"
     assert store.get(record(1, 1001).id) is None, "the oldest unheld evidence should have made room"
     assert client.pttl(f"{prefix}:{{ev}}:img:{record(0, 1000).id}") == -1, "held evidence keeps no TTL"
     assert store.usage()["bytes"] <= 35_000
-    store.hold([record(2, 1002).id, record(3, 1003).id])
+    # A put that held evidence leaves no room for is refused, and evicts nothing on its way.
+    store.hold([record(2, 1002).id])
     with pytest.raises(EvidenceError) as refused:
-        store.put(record(4, 1004), image)
+        store.put(record(4, 1004), bytes(20_000))
     assert refused.value.reason == "budget"
+    assert store.get(record(3, 1003).id) is not None, "a refused put evicted unheld evidence"
     with pytest.raises(EvidenceError):
         store.put(record(5, 1005), bytes(40_000))
     store.release([record(0, 1000).id])
     assert client.pttl(f"{prefix}:{{ev}}:img:{record(0, 1000).id}") > 0
     store.put(record(4, 1004), image)  # released evidence makes room again
     assert store.get(record(0, 1000).id) is None and store.get(record(4, 1004).id) is not None
+    usage = store.usage()
+    assert usage["held"] == 1 and 10_000 < usage["held_bytes"] < 11_000 and usage["bytes"] <= 35_000
+    # Evidence younger than the grace period is not evicted for newer evidence: refused instead.
+    young = RedisEvidenceStore(client, prefix + "y", retention_s=3600, budget_bytes=25_000, grace_s=60)
+    now_ms = int(time.time() * 1000)
+    young.put(record(10, now_ms), image)
+    young.put(record(11, now_ms), image)
+    with pytest.raises(EvidenceError, match="grace"):
+        young.put(record(12, now_ms), image)
+    assert young.get(record(10, now_ms).id) is not None
     # The scores never pay for evidence.
     assert client.hget(scores_key, "ema") == b"0.5"
+
+
+def test_the_budget_keeps_evidence_from_pushing_out_scores(tmp_path: Path) -> None:
+    """A Redis with maxmemory and allkeys-lru, as many deployments run it: scores survive evidence
+    written far past the budget; the same writes without a budget evict scores (the test can fail)."""
+    from framewatch.devservices import start_redis, stop_pid
+
+    server = start_redis(tmp_path, extra_args=("--maxmemory", "8mb", "--maxmemory-policy", "allkeys-lru"))
+    try:
+        client = redis.Redis(host=server.host, port=server.port)
+
+        def write_scores(prefix: str) -> list[str]:
+            keys = [f"{prefix}:stream:{{cam-{i}}}" for i in range(2000)]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hset(key, mapping={"ema": "0.5", "score": "0.25", "frames": "12"})
+            pipe.execute()
+            return keys
+
+        def flood(store: RedisEvidenceStore) -> None:
+            for n in range(240):  # 12 MB of evidence into an 8 MB Redis
+                with contextlib.suppress(EvidenceError, redis.exceptions.ResponseError):
+                    store.put(EvidenceRecord(evidence_id("cam", "1", n), "cam", "1", n, 0.9, 0.8, 0.7, "m", n, "trigger"), os.urandom(50_000))
+
+        kept = write_scores("kept")
+        store = RedisEvidenceStore(client, "kept:evidence", 3600, 2 * 1024 * 1024, grace_s=0)
+        assert store.memory_warning() is None
+        flood(store)
+        assert sum(client.exists(k) for k in kept) == len(kept), "evidence within its budget pushed out scores"
+        assert store.usage()["bytes"] <= 2 * 1024 * 1024
+        unbounded = RedisEvidenceStore(client, "lost:evidence", 3600, 100 * 1024 * 1024, grace_s=0)
+        assert unbounded.memory_warning() is not None and "maxmemory" in unbounded.memory_warning()  # type: ignore[operator]
+        client.delete(*[k for k in client.scan_iter("kept:evidence:*")])
+        lost = write_scores("lost")
+        flood(unbounded)
+        assert sum(client.exists(k) for k in lost + kept) < len(lost) + len(kept), "without a budget, LRU should have evicted scores"
+    finally:
+        stop_pid(server.pid)
 
 
 def test_local_store_retention_budget_and_hold(tmp_path: Path) -> None:

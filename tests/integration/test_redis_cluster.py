@@ -33,13 +33,32 @@ def test_worker_scores_into_redis_cluster(services: DevServices, exported_model:
         for i, stream in enumerate(streams):
             send_segment(prod, sandbox, stream, clip(i, violent=i % 2 == 0), 0)
         prod.close()
-        worker = WorkerProcess(sandbox, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__CLUSTER="true")
+        # Every stream raises an alert: its evidence goes to the cluster too (one hash tag, one slot).
+        worker = WorkerProcess(sandbox, exported_model, tmp_path / "worker.log", FRAMEWATCH_REDIS__CLUSTER="true",
+                               FRAMEWATCH_SCORING__ALERT_ON="0.0001", FRAMEWATCH_SCORING__ALERT_OFF="0.00005")
+        cluster = redis.cluster.RedisCluster(host="127.0.0.1", port=server.port)
         try:
-            scores = Scores(redis.cluster.RedisCluster(host="127.0.0.1", port=server.port), sandbox.prefix)
+            scores = Scores(cluster, sandbox.prefix)
             wait_for(lambda: len(scores.top(10)) == 4, 90, "every stream ranked")
             assert all(len(scores.history(s)) == 2 for s in streams)
+            wait_for(lambda: len({a["stream"] for a in scores.alerts()}) == 4, 30, "every stream's alert")
         finally:
             worker.stop()
-        assert "CROSSSLOT" not in worker.logs()
+        assert "CROSSSLOT" not in worker.logs() and "evidence not stored" not in worker.logs()
+        # The review side on the cluster: evidence read back, a decision (a script), hold and release (scripts).
+        from framewatch.config import EvidenceSettings, RedisSettings
+        from framewatch.dashboard.review import Review
+        from framewatch.worker.evidence import open_store
+
+        store = open_store(EvidenceSettings(prefix=f"{sandbox.prefix}:evidence"), RedisSettings(url=sandbox.redis_url, cluster=True))
+        review = Review(cluster, sandbox.prefix, store)
+        queue = review.queue("ana")
+        assert len(queue) == 4 and all(item.evidence for item in queue)
+        assert all(store.get(e) is not None for item in queue for e in item.evidence)  # type: ignore[union-attr]
+        review.decide(queue[0], "ana", "violent")
+        assert cluster.scard(f"{sandbox.prefix}:evidence:{{ev}}:held") == len(queue[0].evidence)
+        assert review.queue("ana")[0].event_id != queue[0].event_id and cluster.xlen(sandbox.keys.feedback) == 1
+        store.release(queue[0].evidence)  # type: ignore[union-attr]
+        assert cluster.scard(f"{sandbox.prefix}:evidence:{{ev}}:held") == 0
     finally:
         stop_pid(server.pid)

@@ -52,7 +52,14 @@ def test_worker_images_do_not_install_torch() -> None:
 def test_compose_has_the_production_stack() -> None:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"kafka", "redis", "worker", "prometheus", "engine-build"} <= set(services)
+    assert {"kafka", "redis", "worker", "prometheus", "engine-build", "dashboard"} <= set(services)
+    dashboard = services["dashboard"]
+    # The dashboard: on the host's loopback only, users from a secret, the same evidence store as the worker.
+    assert dashboard["ports"] == ["127.0.0.1:8780:8780"] and dashboard["secrets"] == ["dashboard_users"]
+    assert "kafka" not in dashboard.get("depends_on", {})
+    for key in ("FRAMEWATCH_EVIDENCE__BACKEND", "FRAMEWATCH_EVIDENCE__REDIS_URL"):
+        assert dashboard["environment"][key] == services["worker"]["environment"][key], key
+    assert compose["secrets"]["dashboard_users"]["file"] == "./dashboard-users"
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     build = services["engine-build"]
     # The GPU image's pip TensorRT has no trtexec; the one-shot build keeps a matching plan and

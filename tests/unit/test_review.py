@@ -20,7 +20,7 @@ from framewatch.dashboard.auth import (
     set_password,
     verify_password,
 )
-from framewatch.dashboard.feedback import ExportError, consolidate, parse_since, split_of
+from framewatch.dashboard.feedback import ExportError, assign_splits, consolidate, parse_since
 from framewatch.worker import contracts as c
 from framewatch.worker.decode import DecodeRequest, EvidenceEncoder, decode_segment
 from framewatch.worker.evidence import EvidenceRecorder, LocalEvidenceStore, evidence_id
@@ -87,9 +87,10 @@ def _recorder(tmp_path: Path, **settings: object) -> tuple[EvidenceRecorder, Loc
 
 def test_an_alert_names_its_raising_frame_and_the_best_of_its_window(tmp_path: Path) -> None:
     recorder, store, counted = _recorder(tmp_path)
-    recorder.note_metadata("cam", ((c.HEADER_STREAM_TITLE, "finals"),))
-    recorder.note_metadata("cam", ())  # a message without metadata keeps the last
-    prepared = recorder.prepare([(_frame(0, 0.2, 0.2), b"j0"), (_frame(1000, 0.95, 0.5), b"j1"), (_frame(2000, 0.8, 0.72, raise_=True), b"j2")])
+    title = ((c.HEADER_STREAM_TITLE, "finals"),)
+    # The first message names the stream; a later one without metadata keeps it.
+    prepared = recorder.prepare([(_frame(0, 0.2, 0.2), b"j0", title), (_frame(1000, 0.95, 0.5), b"j1", ()),
+                                 (_frame(2000, 0.8, 0.72, raise_=True), b"j2", ())])
     fields = prepared.alerts["cam/1/2000/raise"]
     ids = fields[c.A_EVIDENCE].split(",")
     assert ids == [evidence_id("cam", "1", 2000), evidence_id("cam", "1", 1000)]
@@ -99,29 +100,29 @@ def test_an_alert_names_its_raising_frame_and_the_best_of_its_window(tmp_path: P
     assert trigger[0].metadata == {c.HEADER_STREAM_TITLE: "finals"} and trigger[0].text == "finals"
     assert counted == [("written", "trigger"), ("written", "best")]
     # The best frame left the window (60 s), or a new broadcast began: only the raising frame.
-    late = recorder.prepare([(_frame(70_000, 0.75, 0.71, raise_=True), b"j3")]).alerts["cam/1/70000/raise"]
+    late = recorder.prepare([(_frame(70_000, 0.75, 0.71, raise_=True), b"j3", ())]).alerts["cam/1/70000/raise"]
     assert late[c.A_EVIDENCE] == evidence_id("cam", "1", 70_000)
-    recorder.prepare([(_frame(71_000, 0.99, 0.8, alert=True), b"j4")])
-    fresh = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="2"), b"j5")]).alerts["cam/2/0/raise"]
+    recorder.prepare([(_frame(71_000, 0.99, 0.8, alert=True), b"j4", ())])
+    fresh = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="2"), b"j5", ())]).alerts["cam/2/0/raise"]
     assert fresh[c.A_EVIDENCE] == evidence_id("cam", "2", 0)
 
 
 def test_evidence_that_cannot_be_stored_is_said_in_the_alert(tmp_path: Path) -> None:
     recorder, store, counted = _recorder(tmp_path)
     store.budget = 1  # nothing fits
-    fields = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"jpeg")]).alerts["cam/1/0/raise"]
+    fields = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"jpeg", ())]).alerts["cam/1/0/raise"]
     assert fields[c.A_EVIDENCE] == "" and "budget" in fields[c.A_EVIDENCE_ERROR]
     assert ("failed", "budget") in counted
     fresh, _, _ = _recorder(tmp_path / "fresh")
-    no_frame = fresh.prepare([(_frame(1000, 0.9, 0.9, raise_=True), None)]).alerts["cam/1/1000/raise"]
+    no_frame = fresh.prepare([(_frame(1000, 0.9, 0.9, raise_=True), None, ())]).alerts["cam/1/1000/raise"]
     assert "no frame" in no_frame[c.A_EVIDENCE_ERROR] and c.A_EVIDENCE not in no_frame
 
 
 def test_near_misses_are_sampled_by_identity_with_a_cooldown(tmp_path: Path) -> None:
     recorder, store, counted = _recorder(tmp_path / "a", near_miss_rate=1.0, near_miss_margin=0.15, near_miss_cooldown_s=10)
-    frames = [(_frame(t * 1000, 0.6, ema), b"j") for t, ema in enumerate([0.5, 0.56, 0.6, 0.62, 0.65])]
-    frames += [(_frame(20_000, 0.6, 0.6, alert=True), b"j")]  # an open alert is not a near miss
-    frames += [(_frame(30_000, 0.6, 0.6), b"j")]  # past the cooldown: another
+    frames = [(_frame(t * 1000, 0.6, ema), b"j", ()) for t, ema in enumerate([0.5, 0.56, 0.6, 0.62, 0.65])]
+    frames += [(_frame(20_000, 0.6, 0.6, alert=True), b"j", ())]  # an open alert is not a near miss
+    frames += [(_frame(30_000, 0.6, 0.6), b"j", ())]  # past the cooldown: another
     entries = recorder.prepare(frames).near_misses
     assert [int(e[c.N_PTS_MS]) for e in entries] == [1000, 30_000]
     assert counted.count(("near-miss", "")) == 2 and counted.count(("written", "near-miss")) == 2
@@ -130,7 +131,7 @@ def test_near_misses_are_sampled_by_identity_with_a_cooldown(tmp_path: Path) -> 
     picks = []
     for run in range(2):
         again, _, _ = _recorder(tmp_path / f"r{run}", near_miss_rate=0.3, near_miss_cooldown_s=0)
-        picks.append([int(e[c.N_PTS_MS]) for e in again.prepare([(_frame(t, 0.6, 0.6), b"j") for t in range(0, 400_000, 1000)]).near_misses])
+        picks.append([int(e[c.N_PTS_MS]) for e in again.prepare([(_frame(t, 0.6, 0.6), b"j", ()) for t in range(0, 400_000, 1000)]).near_misses])
     assert picks[0] == picks[1] and 80 < len(picks[0]) < 160
     off, _, _ = _recorder(tmp_path / "off", near_miss_rate=0.0)
     assert off.prepare(frames).near_misses == []
@@ -170,10 +171,16 @@ def test_sessions_are_signed_expire_and_bind_their_csrf_token() -> None:
     assert other.csrf != session.csrf
     with pytest.raises(AuthError):
         Sessions(b"short")
-    throttle = LoginThrottle(limit=2, window_s=10)
-    throttle.failed("ip/ana", now=0)
-    throttle.failed("ip/ana", now=1)
-    assert throttle.blocked("ip/ana", now=2) and not throttle.blocked("ip/ben", now=2) and not throttle.blocked("ip/ana", now=12)
+    assert sessions.read(body + ".\u00e9") is None  # non-ASCII is refused, not a crash
+    throttle = LoginThrottle(limit=2, window_s=10, max_names=3)
+    assert throttle.attempt("ana", now=0) and throttle.attempt("ana", now=1)
+    assert not throttle.attempt("ana", now=2) and throttle.attempt("ben", now=2)  # counted before the check: no burst slips through
+    assert throttle.attempt("ana", now=12)  # the window moved on
+    throttle.succeeded("ana")
+    assert throttle.attempt("ana", now=12) and throttle.attempt("ana", now=12)
+    for name in ("c1", "c2", "c3"):
+        throttle.attempt(name, now=13)
+    assert len(throttle.attempts) == 3
 
 
 # --- the export's rules -------------------------------------------------------------------
@@ -194,9 +201,18 @@ def test_the_latest_decision_per_reviewer_counts() -> None:
 
 
 def test_split_by_stream_and_since() -> None:
-    splits = [split_of(f"stream-{i}", 0.25) for i in range(2000)]
-    assert splits == [split_of(f"stream-{i}", 0.25) for i in range(2000)]
-    assert 0.2 < splits.count("test") / 2000 < 0.3
+    streams = {f"stream-{i}": "violent" if i % 3 else "non-violent" for i in range(2000)}
+    splits = assign_splits(streams, 0.25)
+    assert splits == assign_splits(streams, 0.25)
+    for label in ("violent", "non-violent"):
+        sides = [splits[s] for s, lab in streams.items() if lab == label]
+        assert 0.23 < sides.count("test") / len(sides) < 0.27 and 0.13 < sides.count("val") / len(sides) < 0.17
+    # Few streams: every label keeps one in train; test gets one; val one where a label has three.
+    few = assign_splits({"a": "violent", "b": "violent", "c": "violent", "d": "non-violent", "e": "non-violent"}, 0.01)
+    assert sorted(few[s] for s in "abc") == ["test", "train", "val"] and sorted(few[s] for s in "de") == ["test", "train"]
+    assert set(assign_splits({"a": "violent", "b": "non-violent"}, 0.2).values()) == {"train", "test"}
+    with pytest.raises(ExportError, match="two streams"):
+        assign_splits({"a": "violent"}, 0.2)
     assert parse_since(None) == "-" and parse_since("1764300000000-3") == "1764300000000-3"
     assert parse_since("1764300000000") == "1764300000000-0"
     from datetime import UTC, datetime
@@ -207,3 +223,37 @@ def test_split_by_stream_and_since() -> None:
         parse_since("2026-11")  # not an entry id (those start with epoch ms), and not a date either
     with pytest.raises(ExportError):
         parse_since("last tuesday")
+
+
+def test_an_unreachable_store_never_holds_an_alert_back(tmp_path: Path) -> None:
+    import time
+
+    from framewatch.config import RedisSettings
+    from framewatch.worker.evidence import open_store
+
+    # A real client to a port where nothing listens: refused at once, then skipped for BREAK_S.
+    dead = open_store(EvidenceSettings(backend="redis", redis_url="redis://127.0.0.1:1/0"), RedisSettings())
+    assert dead is not None
+    counted: list[tuple[str, str]] = []
+    now = [0.0]
+    recorder = EvidenceRecorder(dead, EvidenceSettings(), 0.7, 60, "m", counted=lambda w, label: counted.append((w, label)),
+                                monotonic=lambda: now[0])
+    started = time.monotonic()
+    first = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"j", ())]).alerts["cam/1/0/raise"]
+    assert "ConnectionError" in first[c.A_EVIDENCE_ERROR] and ("failed", "error") in counted
+    second = recorder.prepare([(_frame(90_000, 0.9, 0.9, raise_=True, broadcast="2"), b"j", ())]).alerts["cam/2/90000/raise"]
+    assert "skipped" in second[c.A_EVIDENCE_ERROR]  # not tried again inside the break
+    assert time.monotonic() - started < 5
+    now[0] += EvidenceRecorder.BREAK_S + 1
+    third = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="3"), b"j", ())]).alerts["cam/3/0/raise"]
+    assert "ConnectionError" in third[c.A_EVIDENCE_ERROR]  # tried again after it
+
+
+def test_a_retried_batch_queues_its_near_miss_again(tmp_path: Path) -> None:
+    recorder, _, _ = _recorder(tmp_path, near_miss_rate=1.0, near_miss_cooldown_s=60)
+    batch = [(_frame(1000, 0.6, 0.6), b"j", ())]
+    first = recorder.prepare(batch)
+    again = recorder.prepare(batch)  # the write failed: the same batch is prepared again
+    assert len(first.near_misses) == len(again.near_misses) == 1
+    recorder.commit(again)
+    assert recorder.prepare([(_frame(2000, 0.6, 0.6), b"j", ())]).near_misses == []  # written: the cooldown runs

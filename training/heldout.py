@@ -1,0 +1,105 @@
+"""Runs compared on one held-out data set: ``framewatch report RUNS --on DATA``.
+
+The use: a model retrained with moderators' feedback against the one it replaces, on the
+feedback's held-back ``test`` split (``framewatch feedback export`` keeps whole streams there),
+which neither trained on. Each run's deployed image-only model scores the same images at its own
+threshold (the one its validation chose); the last run is compared with the first by a paired
+bootstrap over streams (the ``group`` column; frames of one stream are not independent), giving
+the mean difference and a 95 % interval of accuracy, F1 and recall.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from framewatch.training.data import DataError, positive_index, read_meta, read_split
+from framewatch.training.metrics import binary_metrics
+from framewatch.training.preprocess import Preprocess
+from framewatch.training.runs import load_image_classifier
+
+COMPARED = ("accuracy", "f1", "recall")
+
+
+def _scores(run: Path, data: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str], float]:
+    """(truth 0/1, violent probability, group per image, the run's threshold)."""
+    model, payload = load_image_classifier(run)
+    labels, stated = read_meta(data)
+    violent = positive_index(labels, stated, source=f"{data}/dataset.json")
+    rows, bad, _ = read_split(data, split, labels, int(payload["image_size"]), needs_text=False)
+    if bad:
+        raise DataError(f"{data}: {len(bad)} bad row(s) in {split}, first: {bad[0]}")
+    if len(rows) == 0:
+        raise DataError(f"{data} has no {split} split to compare on (feedback export writes one with --test-fraction > 0)")
+    images = torch.from_numpy(rows.images)
+    prep = Preprocess(payload["mean"], payload["std"])
+    with torch.no_grad():
+        probs = torch.cat([torch.softmax(model(prep(images[i:i + 64])), dim=1) for i in range(0, len(images), 64)]).numpy()
+    groups = [g or f"row{i}" for i, g in enumerate(rows.groups or [None] * len(rows))]
+    return (rows.labels == violent).astype(np.int64), probs[:, int(payload["violent_index"])], groups, float(payload["threshold"])
+
+
+def _metric(truth: np.ndarray, scores: np.ndarray, threshold: float, name: str) -> float:
+    return float(binary_metrics(truth, scores, threshold)[name])  # type: ignore[arg-type]
+
+
+def evaluate_on(run_dirs: list[Path], data: Path, split: str = "test", rounds: int = 2000, seed: int = 0) -> dict[str, Any]:
+    results = []
+    first_truth: np.ndarray | None = None
+    per_run: list[tuple[np.ndarray, float]] = []
+    groups: list[str] = []
+    for run in run_dirs:
+        truth, scores, groups, threshold = _scores(Path(run), data, split)
+        if first_truth is not None and not np.array_equal(truth, first_truth):
+            raise DataError("the runs read different labels from the same data set")  # cannot happen with one data set
+        first_truth = truth
+        per_run.append((scores, threshold))
+        metrics = binary_metrics(truth, scores, threshold)
+        results.append({"run": str(run), "threshold": threshold, **{k: metrics[k] for k in ("precision", "recall", "accuracy", "f1", "roc_auc")}})
+    out: dict[str, Any] = {"data": str(data), "split": split, "images": int(len(first_truth) if first_truth is not None else 0),
+                           "streams": len(set(groups)), "runs": results}
+    if len(per_run) >= 2 and first_truth is not None:
+        out["paired"] = paired_bootstrap(first_truth, per_run[0], per_run[-1], groups, rounds, seed)
+    return out
+
+
+def paired_bootstrap(truth: np.ndarray, reference: tuple[np.ndarray, float], ours: tuple[np.ndarray, float], groups: list[str],
+                     rounds: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """ours − reference per metric, with a 95 % interval from resampling whole groups (streams)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(set(groups))
+    members = {name: np.flatnonzero(np.asarray(groups) == name) for name in names}
+    out: dict[str, Any] = {}
+    for metric in COMPARED:
+        observed = _metric(truth, *ours, metric) - _metric(truth, *reference, metric)
+        draws = []
+        for _ in range(rounds):
+            pick = np.concatenate([members[names[i]] for i in rng.integers(0, len(names), len(names))])
+            draws.append(_metric(truth[pick], ours[0][pick], ours[1], metric) - _metric(truth[pick], reference[0][pick], reference[1], metric))
+        low, high = np.percentile(draws, [2.5, 97.5])
+        out[metric] = {"difference": round(observed, 4), "ci95": [round(float(low), 4), round(float(high), 4)],
+                       "differs": bool(low > 0 or high < 0)}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    lines = ["", f"## On {result['data']} ({result['split']}: {result['images']} images of {result['streams']} streams)", "",
+             "Each run's deployed model at its own threshold, on images neither run trained on.", "",
+             "| run | threshold | precision | recall | accuracy | F1 | ROC-AUC |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result["runs"]:
+        auc = row["roc_auc"]
+        lines.append(f"| {row['run']} | {row['threshold']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | {row['accuracy']:.3f} | "
+                     f"{row['f1']:.3f} | {auc:.3f} |" if isinstance(auc, float) else
+                     f"| {row['run']} | {row['threshold']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | {row['accuracy']:.3f} | "
+                     f"{row['f1']:.3f} | – |")
+    paired = result.get("paired")
+    if paired:
+        lines += ["", f"Last run − first run, 95 % interval from a bootstrap over streams ({result['streams']} streams):", ""]
+        for metric, value in paired.items():
+            low, high = value["ci95"]
+            verdict = "differs" if value["differs"] else "no difference shown"
+            lines.append(f"- {metric}: {value['difference']:+.3f} [{low:+.3f}, {high:+.3f}] — {verdict}")
+    return lines
