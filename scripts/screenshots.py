@@ -23,7 +23,7 @@ def main(url: str, user: str, password: str, out: Path) -> None:
         page.fill("input[name=user]", user)
         page.fill("input[name=password]", password)
         page.click("button[type=submit]")
-        page.wait_for_selector("#ranking tbody tr svg.spark polyline")
+        page.wait_for_selector("#ranking tbody tr svg.spark polyline", state="attached")  # a flat line has no height
         page.wait_for_selector("#queue li")
         page.wait_for_timeout(1500)
         page.screenshot(path=str(out / "dashboard.png"))

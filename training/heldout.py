@@ -22,6 +22,9 @@ from framewatch.training.preprocess import Preprocess
 from framewatch.training.runs import load_image_classifier
 
 COMPARED = ("accuracy", "f1", "recall")
+# Under this many streams a bootstrap over streams has too few distinct resamples to give an
+# interval worth the name (with one stream every draw is the observed difference).
+MIN_STREAMS = 8
 
 
 def _scores(run: Path, data: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str], float]:
@@ -42,6 +45,14 @@ def _scores(run: Path, data: Path, split: str) -> tuple[np.ndarray, np.ndarray, 
     return (rows.labels == violent).astype(np.int64), probs[:, int(payload["violent_index"])], groups, float(payload["threshold"])
 
 
+def _finite(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
 def _metric(truth: np.ndarray, scores: np.ndarray, threshold: float, name: str) -> float:
     return float(binary_metrics(truth, scores, threshold)[name])  # type: ignore[arg-type]
 
@@ -58,7 +69,8 @@ def evaluate_on(run_dirs: list[Path], data: Path, split: str = "test", rounds: i
         first_truth = truth
         per_run.append((scores, threshold))
         metrics = binary_metrics(truth, scores, threshold)
-        results.append({"run": str(run), "threshold": threshold, **{k: metrics[k] for k in ("precision", "recall", "accuracy", "f1", "roc_auc")}})
+        # ROC-AUC is undefined on a one-class split: None, not NaN (JSON has no NaN).
+        results.append({"run": str(run), "threshold": threshold, **{k: _finite(metrics[k]) for k in ("precision", "recall", "accuracy", "f1", "roc_auc")}})
     out: dict[str, Any] = {"data": str(data), "split": split, "images": int(len(first_truth) if first_truth is not None else 0),
                            "streams": len(set(groups)), "runs": results}
     if len(per_run) >= 2 and first_truth is not None:
@@ -71,6 +83,10 @@ def paired_bootstrap(truth: np.ndarray, reference: tuple[np.ndarray, float], our
     """ours − reference per metric, with a 95 % interval from resampling whole groups (streams)."""
     rng = np.random.default_rng(seed)
     names = sorted(set(groups))
+    if len(names) < MIN_STREAMS:
+        return {metric: {"difference": round(_metric(truth, *ours, metric) - _metric(truth, *reference, metric), 4), "ci95": None,
+                         "differs": None, "note": f"{len(names)} streams: too few for an interval (at least {MIN_STREAMS})"}
+                for metric in COMPARED}
     members = {name: np.flatnonzero(np.asarray(groups) == name) for name in names}
     out: dict[str, Any] = {}
     for metric in COMPARED:
@@ -90,15 +106,15 @@ def markdown(result: dict[str, Any]) -> list[str]:
              "Each run's deployed model at its own threshold, on images neither run trained on.", "",
              "| run | threshold | precision | recall | accuracy | F1 | ROC-AUC |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in result["runs"]:
-        auc = row["roc_auc"]
-        lines.append(f"| {row['run']} | {row['threshold']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | {row['accuracy']:.3f} | "
-                     f"{row['f1']:.3f} | {auc:.3f} |" if isinstance(auc, float) else
-                     f"| {row['run']} | {row['threshold']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | {row['accuracy']:.3f} | "
-                     f"{row['f1']:.3f} | – |")
+        cells = [f"{row[k]:.3f}" if row[k] is not None else "–" for k in ("precision", "recall", "accuracy", "f1", "roc_auc")]
+        lines.append(f"| {row['run']} | {row['threshold']:.3f} | " + " | ".join(cells) + " |")
     paired = result.get("paired")
     if paired:
         lines += ["", f"Last run − first run, 95 % interval from a bootstrap over streams ({result['streams']} streams):", ""]
         for metric, value in paired.items():
+            if value["ci95"] is None:
+                lines.append(f"- {metric}: {value['difference']:+.3f} — {value['note']}")
+                continue
             low, high = value["ci95"]
             verdict = "differs" if value["differs"] else "no difference shown"
             lines.append(f"- {metric}: {value['difference']:+.3f} [{low:+.3f}, {high:+.3f}] — {verdict}")

@@ -126,9 +126,11 @@ def open_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> Evi
 # at_ms, the eviction order), sizes (hash id -> bytes), held (set), total (bytes of everything),
 # heldbytes (bytes of held evidence). Held evidence is outside the index: eviction never meets it.
 _KEYS = ("index", "sizes", "held", "total", "heldbytes")
+# (The index holds the server's time of each put: eviction order and grace never depend on a
+# worker's clock.)
 
 # KEYS: the five above, image, meta. ARGV: id, image, meta JSON, ttl ms, budget bytes, image key
-# prefix, meta key prefix, now ms, grace ms.
+# prefix, meta key prefix, (unused), grace ms. The index is ordered by the server's clock (TIME).
 # Returns 1 (stored), -1 (larger than the whole budget), -2 (held evidence leaves no room),
 # -3 (everything evictable is younger than the grace: alerts may not have named it yet).
 # It decides before it changes anything: a refused put evicts nothing.
@@ -155,12 +157,17 @@ for _, gone in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
     break
   end
 end
--- Room: the oldest unheld evidence goes, but none younger than the grace.
+-- What expired is gone for good: kept in the total even if this put is refused below.
+redis.call('SET', KEYS[4], total + old)
+-- Room: the oldest unheld evidence goes, but none younger than the grace (by the server's clock,
+-- the same for every worker).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local victims, freed = {}, 0
 if total + size > budget then
-  local young = tonumber(ARGV[8]) - tonumber(ARGV[9])
+  local young = now - tonumber(ARGV[9])
   for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', young)) do
-    if victim ~= id then
+    if victim ~= id and redis.call('SISMEMBER', KEYS[3], victim) == 0 then
       table.insert(victims, victim)
       freed = freed + tonumber(redis.call('HGET', KEYS[2], victim) or '0')
       if total - freed + size <= budget then break end
@@ -181,7 +188,7 @@ if held then
 else
   redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[4])
   redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[4])
-  redis.call('ZADD', KEYS[1], tonumber(cjson.decode(ARGV[3])['at_ms']), id)
+  redis.call('ZADD', KEYS[1], now, id)
 end
 redis.call('HSET', KEYS[2], id, size)
 redis.call('SET', KEYS[4], total + size)
@@ -215,14 +222,17 @@ for i = 5, #ARGV do
   if redis.call('SREM', KEYS[3], id) == 1 then
     redis.call('DECRBY', KEYS[5], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
     local meta = redis.call('GET', ARGV[2] .. id)
-    if meta then
+    if meta and redis.call('EXISTS', ARGV[1] .. id) == 1 then
       local at = tonumber(cjson.decode(meta)['at_ms'])
       local left = math.max(60000, at + tonumber(ARGV[4]) - tonumber(ARGV[3]))
       redis.call('PEXPIRE', ARGV[1] .. id, left)
       redis.call('PEXPIRE', ARGV[2] .. id, left)
-      redis.call('ZADD', KEYS[1], at, id)
+      redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), id)
     else
+      -- Half gone (evicted by a maxmemory policy): the rest goes too, and leaves the total.
+      redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
       redis.call('HDEL', KEYS[2], id)
+      redis.call('DEL', ARGV[1] .. id, ARGV[2] .. id)
     end
     n = n + 1
   end

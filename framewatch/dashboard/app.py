@@ -308,11 +308,14 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
 
     async def events(request: Request, session: Session) -> Response:
         scope = scope_of(request)
-        if streams_open.get(session.user, 0) >= config.max_streams_per_user:
-            raise Refused(429, "too-many-streams")
         cookie = request.cookies.get(COOKIE)
 
         async def stream() -> AsyncIterator[str]:
+            # Counted where it is checked, with no await in between: parallel requests cannot all pass.
+            if streams_open.get(session.user, 0) >= config.max_streams_per_user:
+                metrics.refused.labels("too-many-streams").inc()
+                yield "event: refused\ndata: {\"error\": \"too many live pages for this user\"}\n\n"
+                return
             streams_open[session.user] = streams_open.get(session.user, 0) + 1
             try:
                 yield "retry: 2000\n\n"

@@ -173,6 +173,7 @@ class LoginThrottle:
         recent = [t for t in self.attempts.get(name, []) if t > now - self.window_s]
         if len(recent) >= self.limit:
             self.attempts[name] = recent
+            self.attempts.move_to_end(name)  # a name under attack is the last to be forgotten
             return False
         recent.append(now)
         self.attempts[name] = recent

@@ -30,6 +30,8 @@ from framewatch.worker import contracts as c
 from framewatch.worker.evidence import valid_id
 
 DATASET_LABELS = ["non-violent", "violent"]
+# Per label: one stream each for train, validation and test (frames of one stream never cross).
+MIN_STREAMS_PER_LABEL = 3
 TO_DATASET = {c.LABEL_VIOLENT: "violent", c.LABEL_NOT_VIOLENT: "non-violent"}
 
 
@@ -90,9 +92,13 @@ def assign_splits(streams: dict[str, str], test_fraction: float, val_fraction: f
     test (one at least when it has two), ``val_fraction`` in val (one at least when it has three)
     and the rest, one at least, in train. So training sees every label, and small exports still
     give ``framewatch train`` a test split and, where they can, a validation split of whole streams."""
-    if len(streams) < 2:
-        raise ExportError(f"the decisions cover {len(streams)} stream(s); a held-back test split needs at least two streams "
-                          "(decide on alerts of more streams, or export later)")
+    per_label = {label: sum(1 for v in streams.values() if v == label) for label in DATASET_LABELS}
+    short = {label: n for label, n in per_label.items() if n < MIN_STREAMS_PER_LABEL}
+    if short:
+        said = ", ".join(f"{label}: {n} stream{'s' if n != 1 else ''}" for label, n in per_label.items())
+        raise ExportError(f"the exportable decisions cover too few streams to train on ({said}): each label needs {MIN_STREAMS_PER_LABEL} "
+                          "streams, for train, validation and a held-back test split of whole streams; decide on more alerts and "
+                          "near misses, or export later (nothing was written or released)")
 
     def bucket(stream: str) -> float:
         return int(hashlib.sha256(stream.encode()).hexdigest()[:8], 16) / 2**32
@@ -101,12 +107,10 @@ def assign_splits(streams: dict[str, str], test_fraction: float, val_fraction: f
     for label in sorted(set(streams.values())):
         mine = sorted((s for s, lab in streams.items() if lab == label), key=bucket)
         n = len(mine)
-        n_test = max(1 if n >= 2 else 0, min(n - 1, round(n * test_fraction)))
-        n_val = max(1 if n >= 3 else 0, min(n - 1 - n_test, round(n * val_fraction)))
+        n_test = max(1, min(n - 2, round(n * test_fraction)))
+        n_val = max(1, min(n - 1 - n_test, round(n * val_fraction)))
         for i, stream in enumerate(mine):
             splits[stream] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    if "test" not in splits.values():  # every label has a single stream: the last label's goes to test
-        splits[max(streams, key=bucket)] = "test"
     return splits
 
 
@@ -159,7 +163,10 @@ def export_feedback(review: Review, out: Path, since: str | None = None, test_fr
     for label, d in frames.values():
         stream_labels.setdefault(d.stream, []).append(label)
     majority = {stream: max(sorted(set(labels)), key=labels.count) for stream, labels in stream_labels.items()}
-    splits = assign_splits(majority, test_fraction, val_fraction) if frames else {}
+    if not frames:
+        raise ExportError(f"nothing to export: {counts['items']} decided item(s), {counts['unsure']} unsure, {counts['conflict']} with "
+                          f"disagreeing reviewers, {counts['missing_evidence']} evidence frame(s) gone (nothing was written or released)")
+    splits = assign_splits(majority, test_fraction, val_fraction)
     rows: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
     by_label = {name: 0 for name in DATASET_LABELS}
     items: set[str] = set()

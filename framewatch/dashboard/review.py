@@ -209,14 +209,15 @@ class Review:
             raise ValueError(f"label must be one of {c.FEEDBACK_LABELS}")
         note = note[: c.MAX_NOTE_CHARS]
         now_ms = now_ms or int(time.time() * 1000)
-        if self.store is not None and item.evidence and label != c.LABEL_UNSURE:
-            self.store.hold(item.evidence)
         entry = self.client.xadd(self.keys.feedback, {
             c.FB_ITEM: item.event_id, c.FB_KIND: item.kind, FB_ENTRY: item.entry, c.FB_LABEL: label, c.FB_REVIEWER: reviewer,
             c.FB_AT_MS: str(now_ms), c.FB_NOTE: note, c.FB_STREAM: item.stream, c.FB_EVIDENCE: ",".join(item.evidence),
             c.FB_PREVIOUS: item.decisions.get(reviewer, ""),
         })
         self._decide(keys=[self.keys.decisions], args=[item.event_id, reviewer, label, now_ms, note])
+        # Held after the record: evidence is never held for a decision that was not written.
+        if self.store is not None and item.evidence and label != c.LABEL_UNSURE:
+            self.store.hold(item.evidence)
         return _text(entry)
 
     def feedback(self, since: str = "-", count: int | None = None) -> list[tuple[str, dict[str, str]]]:

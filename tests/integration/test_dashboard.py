@@ -158,7 +158,7 @@ def test_a_moderator_sees_an_alert_arrive_opens_its_evidence_and_decides(live: d
             # The new alert arrives by server-sent events, without a reload.
             page.wait_for_selector("#queue li:has-text('cam-2')", timeout=90_000)
             assert page.evaluate("window.__sameDocument") == "yes"
-            page.wait_for_selector("#ranking tr[data-stream='cam-2'] svg.spark polyline")
+            page.wait_for_selector("#ranking tr[data-stream='cam-2'] svg.spark polyline", state="attached")
             if shots:
                 page.screenshot(path=str(Path(shots) / "dashboard.png"))
             thumb = page.locator("#queue li:has-text('cam-2') img.evidence")

@@ -207,12 +207,13 @@ def test_split_by_stream_and_since() -> None:
     for label in ("violent", "non-violent"):
         sides = [splits[s] for s, lab in streams.items() if lab == label]
         assert 0.23 < sides.count("test") / len(sides) < 0.27 and 0.13 < sides.count("val") / len(sides) < 0.17
-    # Few streams: every label keeps one in train; test gets one; val one where a label has three.
-    few = assign_splits({"a": "violent", "b": "violent", "c": "violent", "d": "non-violent", "e": "non-violent"}, 0.01)
-    assert sorted(few[s] for s in "abc") == ["test", "train", "val"] and sorted(few[s] for s in "de") == ["test", "train"]
-    assert set(assign_splits({"a": "violent", "b": "non-violent"}, 0.2).values()) == {"train", "test"}
-    with pytest.raises(ExportError, match="two streams"):
-        assign_splits({"a": "violent"}, 0.2)
+    # Few streams: every split gets every label, whatever the fractions say.
+    few = assign_splits({"a": "violent", "b": "violent", "c": "violent", "d": "non-violent", "e": "non-violent", "f": "non-violent"}, 0.01)
+    assert sorted(few[s] for s in "abc") == sorted(few[s] for s in "def") == ["test", "train", "val"]
+    for streams_by_label in ({"a": "violent", "b": "violent", "c": "violent", "d": "non-violent", "e": "non-violent"},
+                             {"a": "violent", "b": "violent", "c": "violent"}):
+        with pytest.raises(ExportError, match="too few streams"):
+            assign_splits(streams_by_label, 0.2)
     assert parse_since(None) == "-" and parse_since("1764300000000-3") == "1764300000000-3"
     assert parse_since("1764300000000") == "1764300000000-0"
     from datetime import UTC, datetime
@@ -257,3 +258,19 @@ def test_a_retried_batch_queues_its_near_miss_again(tmp_path: Path) -> None:
     assert len(first.near_misses) == len(again.near_misses) == 1
     recorder.commit(again)
     assert recorder.prepare([(_frame(2000, 0.6, 0.6), b"j", ())]).near_misses == []  # written: the cooldown runs
+
+
+def test_the_held_out_comparison_resamples_streams_and_says_when_there_are_too_few() -> None:
+    from framewatch.training.heldout import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    groups = [f"s{i // 5}" for i in range(100)]  # 20 streams of 5 frames
+    truth = np.array([(i // 5) % 2 for i in range(100)])
+    perfect = (truth.astype(float), 0.5)
+    coin = (rng.random(100), 0.5)
+    better = paired_bootstrap(truth, coin, perfect, groups, rounds=500)
+    assert better["accuracy"]["differs"] and better["accuracy"]["ci95"][0] > 0 and better["accuracy"]["difference"] > 0.2
+    same = paired_bootstrap(truth, perfect, perfect, groups, rounds=200)
+    assert same["f1"] == {"difference": 0.0, "ci95": [0.0, 0.0], "differs": False}
+    few = paired_bootstrap(truth[:10], (coin[0][:10], 0.5), (perfect[0][:10], 0.5), groups[:10])
+    assert few["accuracy"]["ci95"] is None and few["accuracy"]["differs"] is None and "too few" in few["accuracy"]["note"]

@@ -82,6 +82,7 @@ function connect() {
     badge.textContent = "live"; badge.className = "up";
     live.dataset.updated = String(state.at_ms);
   });
+  source.addEventListener("refused", () => { source.close(); badge.textContent = "too many live pages open"; badge.className = "down"; });
   source.addEventListener("expired", () => { source.close(); window.location.assign("/login"); });
   source.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "down"; };
 }
