@@ -227,7 +227,8 @@ for i = 5, #ARGV do
       local left = math.max(60000, at + tonumber(ARGV[4]) - tonumber(ARGV[3]))
       redis.call('PEXPIRE', ARGV[1] .. id, left)
       redis.call('PEXPIRE', ARGV[2] .. id, left)
-      redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), id)
+      -- Back in the eviction order at the time it was written: exported evidence goes first.
+      redis.call('ZADD', KEYS[1], at, id)
     else
       -- Half gone (evicted by a maxmemory policy): the rest goes too, and leaves the total.
       redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[2], id) or '0'))

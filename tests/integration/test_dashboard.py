@@ -244,6 +244,47 @@ def test_hostile_requests_are_refused_and_write_nothing(live: dict[str, Any]) ->
     assert last[b"reviewer"] == b"ana" and last[b"label"] == b"not-violent"
 
 
+def _dashboard(live: dict[str, Any], *flags: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    sandbox = live["sandbox"]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FRAMEWATCH_")},
+           "FRAMEWATCH_REDIS__PREFIX": sandbox.prefix, "FRAMEWATCH_EVIDENCE__PREFIX": f"{sandbox.prefix}:evidence"}
+    process = subprocess.Popen([sys.executable, "-m", "framewatch.cli", "dashboard", "--port", str(port), "--redis-url", sandbox.redis_url,
+                                *flags], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _status(base + "/healthz") == 200, 30, "the proxied dashboard")
+    return process, base
+
+
+def test_identity_from_a_trusted_proxy_only(live: dict[str, Any]) -> None:
+    """--trusted-header names the user only on requests from --trusted-proxy addresses."""
+    sandbox, client = live["sandbox"], live["client"]
+    entry = _alert_entries(live, "cam-1")[0]
+    untrusted, base = _dashboard(live, "--trusted-header", "X-Forwarded-User", "--trusted-proxy", "10.9.9.9")
+    try:
+        claimed = Client(base)
+        assert claimed.request("GET", "/", headers={"X-Forwarded-User": "boss"})[0] == 303  # 127.0.0.1 is not the proxy
+        assert claimed.post(f"/review/alert/{entry}/decision", {"label": "violent", "csrf": "x"}, {"X-Forwarded-User": "boss"})[0] == 401
+    finally:
+        untrusted.terminate()
+        untrusted.wait(15)
+    trusted, base = _dashboard(live, "--trusted-header", "X-Forwarded-User")  # loopback is the proxy
+    try:
+        proxied = Client(base)
+        status, page, _ = proxied.request("GET", "/", headers={"X-Forwarded-User": "dora"})
+        assert status == 200 and '<strong id="user">dora</strong>' in page
+        token = page.split('name="csrf" value="')[1].split('"')[0]
+        assert proxied.post(f"/review/alert/{entry}/decision", {"label": "unsure", "csrf": token}, {"X-Forwarded-User": "eve"})[0] == 403
+        before = client.xlen(sandbox.keys.feedback)
+        assert proxied.post(f"/review/alert/{entry}/decision", {"label": "unsure", "csrf": token, "next": ""},
+                            {"X-Forwarded-User": "dora"})[0] == 303
+        last = client.xrevrange(sandbox.keys.feedback, count=1)[0][1]
+        assert client.xlen(sandbox.keys.feedback) == before + 1 and last[b"reviewer"] == b"dora"
+    finally:
+        trusted.terminate()
+        trusted.wait(15)
+
+
 def test_failed_logins_are_throttled(live: dict[str, Any]) -> None:
     guesser = Client(live["base"])
     statuses = []
