@@ -1,9 +1,11 @@
-"""`framewatch dashboard` (the moderator dashboard, `passwd` for its users file) and
-`framewatch feedback export` (decisions → a training data set): docs/review.md."""
+"""`framewatch dashboard` (the moderator dashboard, `passwd` for its users file),
+`framewatch webhook` (signed alert events to a URL) and `framewatch feedback export` (decisions → a
+training data set): docs/review.md."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import sys
 from pathlib import Path
@@ -90,6 +92,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook(args: argparse.Namespace) -> int:
+    from framewatch.dashboard.auth import AuthError, load_secret
+    from framewatch.dashboard.webhook import WebhookSender, WebhookSettings
+    from framewatch.worker import contracts as c
+    from framewatch.worker.redis_io import connect
+
+    if not args.url.startswith(("https://", "http://")):
+        raise AuthError(f"--url {args.url!r}: an http(s) URL")
+    events = frozenset(e.strip() for e in args.events.split(",") if e.strip())
+    if not events or not events <= {c.ALERT_RAISE, c.ALERT_CLEAR}:
+        raise AuthError(f"--events {args.events!r}: raise, clear or both")
+    settings = settings_from_args(args)
+    sender = WebhookSender(connect(settings.redis), settings.redis.prefix, WebhookSettings(
+        args.url, load_secret(args.secret_file), args.name, events, args.dashboard_url, args.max_attempts))
+    sender.client.ping()
+    print(f"framewatch webhook: alert events ({', '.join(sorted(events))}) to {args.url}"
+          + (" until Ctrl-C" if not args.once else ""), file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        sender.run(once=args.once)
+    print(f"framewatch webhook: {sender.delivered} delivered, {sender.failed} failed (kept in {sender.failed_key})", file=sys.stderr)
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     d = commands.add_parser(
         "dashboard", help="the moderator dashboard: live ranking, review queue, evidence, decisions",
@@ -119,6 +144,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     pw.add_argument("name", metavar="NAME")
     pw.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     pw.set_defaults(handler=_passwd)
+
+    w = commands.add_parser(
+        "webhook", help="POST alert raise/clear events to a URL, signed (HMAC) and retried",
+        description="Follow framewatch:alerts and POST each raise/clear event as JSON to --url, signed with "
+        "X-Framewatch-Signature: t=<unix>,v1=<HMAC-SHA256 of 't.body'> (the secret from --secret-file), with "
+        "X-Framewatch-Event-Id for receivers to drop repeats. Retries 5xx/408/429/no answer with backoff; gives up into "
+        "framewatch:webhook:NAME:failed. Resumes where it stopped (a cursor in Redis); the first run starts at new events. "
+        "docs/review.md.",
+    )
+    w.add_argument("--url", required=True, help="the receiver (https:// in production)")
+    w.add_argument("--secret-file", type=Path, required=True, help="the shared signing secret (≥ 16 bytes)")
+    w.add_argument("--name", default="default", help="this sender's name: its cursor and failed stream (default: default)")
+    w.add_argument("--events", default="raise,clear", help="raise, clear, or both (default)")
+    w.add_argument("--dashboard-url", default=None, help="adds evidence_urls (the dashboard's /evidence/ID) to each payload")
+    w.add_argument("--max-attempts", type=int, default=8, help="tries per event before it goes to the failed stream (default 8)")
+    w.add_argument("--once", action="store_true", help="send what is pending, then exit")
+    add_settings_flags(w)
+    w.set_defaults(handler=_webhook)
 
     f = commands.add_parser("feedback", help="moderators' decisions as training data",
                             description="Turn the decisions in framewatch:feedback into data sets (docs/review.md).")

@@ -260,6 +260,7 @@ def mistakes(tmp: Path) -> dict[tuple[str, ...], list[str]]:
         ("dashboard", "dead-redis"): ["--trusted-header", "X-User", "--redis-url", DEAD_REDIS],
         ("dashboard", "passwd"): [under_a_file, "ana", "--password-stdin"],
         ("feedback", "export"): ["--out", str(tmp / "feedback"), "--redis-url", DEAD_REDIS],
+        ("webhook",): ["--url", "http://127.0.0.1:1/hook", "--secret-file", missing, "--once"],
         ("data", "synth"): [under_a_file, "--train", "2", "--val", "2", "--test", "2", "--quiet"],
         ("data", "check"): [missing, "--quiet"],
         ("data", "preview"): [missing, "--out", str(tmp / "preview.png")],

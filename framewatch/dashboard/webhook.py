@@ -1,0 +1,148 @@
+"""``framewatch webhook``: alert raise and clear events POSTed to a URL, signed, retried.
+
+Each event of ``framewatch:alerts`` (docs/contracts.md) is sent once it is in the stream, in
+order, as JSON::
+
+    {"type": "alert.raise", "id": "<entry id>", "event": {<the event's fields>},
+     "evidence_urls": ["<dashboard>/evidence/<id>", …]}
+
+with ``X-Framewatch-Event-Id`` (the event's ``event_id``: receivers drop repeats — delivery is at
+least once) and ``X-Framewatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">``
+with the shared secret; receivers check it and refuse a ``t`` older than a few minutes.
+
+A delivery is done on any 2xx. Connection errors, timeouts, 408, 429 and 5xx are retried with
+exponential backoff (0.5 s doubling to ``max_backoff_s``) up to ``max_attempts``; other answers,
+and events that used up their attempts, go to ``framewatch:webhook:<name>:failed`` (a Redis stream
+with the status and the event) and the sender moves on. Where it is in the alerts stream is kept
+in Redis (``framewatch:webhook:<name>:cursor``) after every event, so a restart resumes there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from framewatch.logs import get_logger
+from framewatch.worker import contracts as c
+
+log = get_logger("webhook")
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: bytes, body: bytes, header: str, now: float | None = None, tolerance_s: float = 300.0) -> bool:
+    """What a receiver does (and the tests): the signature matches and is recent."""
+    try:
+        parts = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs((now if now is not None else time.time()) - timestamp) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, body, timestamp).encode(), f"t={timestamp},v1={parts.get('v1', '')}".encode())
+
+
+@dataclass
+class WebhookSettings:
+    url: str
+    secret: bytes
+    name: str = "default"
+    events: frozenset[str] = frozenset({c.ALERT_RAISE, c.ALERT_CLEAR})
+    dashboard_url: str | None = None
+    max_attempts: int = 8
+    max_backoff_s: float = 60.0
+    timeout_s: float = 10.0
+
+
+class WebhookSender:
+    def __init__(self, client: Any, prefix: str, settings: WebhookSettings, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.keys = c.RedisKeys(prefix)
+        self.settings = settings
+        self.sleep = sleep
+        self.clock = clock
+        self.cursor_key = f"{prefix}:webhook:{settings.name}:cursor"
+        self.failed_key = f"{prefix}:webhook:{settings.name}:failed"
+        self.delivered = 0
+        self.failed = 0
+
+    def cursor(self) -> str:
+        """Where to go on from: the stored cursor, else the newest event now (nothing old is replayed)."""
+        stored = self.client.get(self.cursor_key)
+        if stored:
+            return stored.decode() if isinstance(stored, bytes) else str(stored)
+        newest: Any = self.client.xrevrange(self.keys.alerts, count=1)
+        start = newest[0][0].decode() if newest else "0-0"
+        self.client.set(self.cursor_key, start)  # kept at once: what arrives from now on is sent, even after a restart
+        return start
+
+    def body(self, entry_id: str, event: dict[str, str]) -> bytes:
+        urls = []
+        if self.settings.dashboard_url:
+            base = self.settings.dashboard_url.rstrip("/")
+            urls = [f"{base}/evidence/{e}" for e in event.get(c.A_EVIDENCE, "").split(",") if e]
+        payload = {"type": f"alert.{event.get(c.A_EVENT, '')}", "id": entry_id, "event": event, "evidence_urls": urls}
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def post(self, body: bytes, event_id: str) -> int:
+        """One attempt: the HTTP status, or 0 for a connection error or timeout."""
+        request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": "framewatch-webhook",
+            "X-Framewatch-Event-Id": event_id, "X-Framewatch-Signature": sign(self.settings.secret, body, int(self.clock())),
+        })
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (urllib.error.URLError, OSError):
+            return 0
+
+    def deliver(self, entry_id: str, event: dict[str, str]) -> bool:
+        body = self.body(entry_id, event)
+        delay = 0.5
+        status = 0
+        for attempt in range(1, self.settings.max_attempts + 1):
+            status = self.post(body, event.get(c.A_EVENT_ID, entry_id))
+            if 200 <= status < 300:
+                self.delivered += 1
+                return True
+            if status and status not in RETRY_STATUSES:
+                break  # the receiver refuses it: trying again will not help
+            if attempt < self.settings.max_attempts:
+                log.warning("webhook delivery failed; retrying", status=status or "no answer", attempt=attempt, retry_in_s=delay, id=entry_id)
+                self.sleep(delay)
+                delay = min(delay * 2, self.settings.max_backoff_s)
+        self.failed += 1
+        log.error("webhook delivery given up; kept in the failed stream", status=status or "no answer", id=entry_id, key=self.failed_key)
+        self.client.xadd(self.failed_key, {"id": entry_id, "status": str(status), "url": self.settings.url, "event": json.dumps(event)},
+                         maxlen=10_000, approximate=True)
+        return False
+
+    def run(self, once: bool = False, block_ms: int = 1000) -> int:
+        """Sends events as they arrive (``once``: what is there now, then returns). Returns how many were sent."""
+        last = self.cursor()
+        while True:
+            response: Any = self.client.xread({self.keys.alerts: last}, count=100, block=None if once else block_ms)
+            entries = [(e.decode(), {k.decode(): v.decode("utf-8", "replace") for k, v in f.items()}) for _, batch in response or []
+                       for e, f in batch]
+            for entry_id, event in entries:
+                if event.get(c.A_EVENT) in self.settings.events:
+                    self.deliver(entry_id, event)
+                last = entry_id
+                self.client.set(self.cursor_key, last)
+            if once and not entries:
+                return self.delivered

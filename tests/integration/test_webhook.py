@@ -1,0 +1,97 @@
+"""`framewatch webhook` against real Redis and a real HTTP receiver: signed, in order, retried on
+5xx and silence, given up into the failed stream on a refusal, resumed after a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from framewatch.dashboard.webhook import verify
+from framewatch.devservices import free_port
+from framewatch.worker import contracts as c
+from framewatch.worker.redis_io import alert_event_fields
+
+SECRET = b"a shared secret of 32 bytes......"
+
+
+class Receiver:
+    """A webhook receiver that answers from a script of statuses (then 200) and keeps what it got."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script = list(script)
+        self.got: list[tuple[int, dict[str, Any], bool, str]] = []  # (status answered, payload, signature ok, event id)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.script.pop(0) if receiver.script else 200
+                ok = verify(SECRET, body, self.headers.get("X-Framewatch-Signature", ""))
+                receiver.got.append((status, json.loads(body), ok, self.headers.get("X-Framewatch-Event-Id", "")))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+
+def _run(redis_url: str, prefix: str, url: str, secret: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FRAMEWATCH_")}, "FRAMEWATCH_REDIS__PREFIX": prefix}
+    return subprocess.run([sys.executable, "-m", "framewatch.cli", "webhook", "--url", url, "--secret-file", str(secret), "--redis-url",
+                           redis_url, "--once", "--dashboard-url", "http://review.local", *extra], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_alert_events_are_signed_retried_and_resumed(services: Any, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(services.redis_url)
+    prefix = f"wh{time.time_ns()}"
+    keys = c.RedisKeys(prefix)
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+
+    def alert(stream: str, event: str, pts: int, evidence: str = "") -> None:
+        fields = alert_event_fields(stream, event, "ema-above-alert-on", 0.9, pts, "1", "m", int(time.time() * 1000), 0.7, 0.95)
+        if evidence:
+            fields[c.A_EVIDENCE] = evidence
+        client.xadd(keys.alerts, fields)
+
+    alert("old", "raise", 0)  # before the first run: not replayed
+    first = _run(services.redis_url, prefix, "http://127.0.0.1:1/nobody", secret)  # sets the cursor at the newest event
+    assert first.returncode == 0, first.stderr
+    receiver = Receiver([500, 503])  # two failures, then accepted
+    alert("cam-1", "raise", 1000, "a" * 32)
+    alert("cam-1", "clear", 5000)
+    done = _run(services.redis_url, prefix, receiver.url, secret)
+    assert done.returncode == 0, done.stderr
+    assert [(status, p["type"]) for status, p, _, _ in receiver.got] == [(500, "alert.raise"), (503, "alert.raise"), (200, "alert.raise"),
+                                                                         (200, "alert.clear")]
+    assert all(ok for _, _, ok, _ in receiver.got), "a signature did not verify"
+    assert receiver.got[2][3] == "cam-1/1/1000/raise" and receiver.got[2][1]["evidence_urls"] == [f"http://review.local/evidence/{'a' * 32}"]
+    assert not verify(b"another secret of 32 bytes.......", json.dumps(receiver.got[2][1]).encode(), "t=1,v1=00")
+    # A receiver that refuses (400) is not retried: the event goes to the failed stream; the next one is sent.
+    refusing = Receiver([400])
+    alert("cam-2", "raise", 0)
+    alert("cam-3", "raise", 0)
+    again = _run(services.redis_url, prefix, refusing.url, secret)
+    assert again.returncode == 0, again.stderr
+    assert [(status, p["event"]["stream"]) for status, p, _, _ in refusing.got] == [(400, "cam-2"), (200, "cam-3")]
+    failed = client.xrange(f"{prefix}:webhook:default:failed")
+    assert len(failed) == 1 and failed[0][1][b"status"] == b"400" and json.loads(failed[0][1][b"event"])["stream"] == "cam-2"
+    # Nothing new: nothing sent, the cursor holds.
+    quiet = Receiver([])
+    assert _run(services.redis_url, prefix, quiet.url, secret).returncode == 0 and quiet.got == []
+    for r in (receiver, refusing, quiet):
+        r.server.shutdown()
