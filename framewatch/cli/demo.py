@@ -180,7 +180,9 @@ def run_demo(demo_dir: Path, seconds: float | None = None, table_seconds: float 
         _step("7. the moderator dashboard on the demo's streams")
         dashboard, url, password = start_dashboard(demo_dir, env, logs)
         children.insert(0, dashboard)
-        _wait_for_http(url + "healthz", 30)
+        if not _wait_for_http(url + "healthz", 30) or dashboard.poll() is not None:
+            console.print(f"[red]the dashboard did not start; see {logs / 'dashboard.log'}")
+            return 1
         console.print(f"[bold]{url}[/]  sign in as [bold]moderator[/] with password [bold]{password}[/] "
                       f"(users file {demo_dir / 'dashboard-users'})")
         console.print("the review queue holds the demo's alerts and near misses, with their evidence (blurred until clicked); "
@@ -213,13 +215,14 @@ def run_demo(demo_dir: Path, seconds: float | None = None, table_seconds: float 
     return 0
 
 
-def _wait_for_http(url: str, timeout_s: float) -> None:
+def _wait_for_http(url: str, timeout_s: float) -> bool:
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                return True
         except OSError:
             time.sleep(0.3)
+    return False

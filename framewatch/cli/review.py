@@ -26,8 +26,14 @@ def _review(args: argparse.Namespace) -> Any:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    import uvicorn
+    from framewatch.dashboard.auth import AuthError
 
+    try:
+        import uvicorn
+    except ImportError:
+        raise AuthError("needs the dashboard's packages: pip install 'framewatch[dashboard]' (this installation lacks uvicorn)") from None
+    if not 0 < args.port < 65536:
+        raise AuthError(f"--port {args.port}: 1–65535")
     from framewatch.dashboard.app import DashboardConfig, create_app
     from framewatch.dashboard.auth import AuthError, Sessions, load_secret, read_users
 
@@ -46,7 +52,9 @@ def _dashboard(args: argparse.Namespace) -> int:
         print(f"framewatch dashboard: listening on {args.host}, beyond this machine; put TLS in front of it (--secure-cookies)",
               file=sys.stderr)
     print(f"framewatch dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
+    # Live pages hold server-sent-event connections open: without a bound, a stop would wait for them forever.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False,
+                timeout_graceful_shutdown=2)
     return 0
 
 

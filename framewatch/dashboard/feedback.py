@@ -4,8 +4,8 @@ Each decided item (an alert or a near miss) whose reviewers' latest labels agree
 or ``not-violent`` becomes rows of an imagefolder data set — one per evidence frame — with the
 stream's metadata as the text: the image–text pairs the guidance network trains on
 (``framewatch train --data OUT``, no conversion). ``unsure`` and disagreeing items are left out
-and counted. Streams are split by a hash of their id — ``test`` (``--test-fraction``) is held
-back, whole streams at a time — so ``framewatch report --on OUT`` can compare the model retrained
+and counted. Streams are split per label by a hash of their id into train, val and test
+(``--test-fraction`` held back, whole streams at a time; three streams per label at least) — so ``framewatch report --on OUT`` can compare the model retrained
 with feedback against the one it replaces on frames neither trained on.
 
 Exported evidence is released (back under retention) unless ``--keep-held``; disagreeing items

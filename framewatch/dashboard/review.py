@@ -16,9 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from framewatch.logs import get_logger
 from framewatch.worker import contracts as c
 from framewatch.worker.evidence import EvidenceRecord, EvidenceStore, valid_id
 from framewatch.worker.redis_io import Scores
+
+log = get_logger("review")
 
 KIND_ALERT = "alert"
 KIND_NEAR_MISS = "near-miss"
@@ -180,7 +183,11 @@ class Review:
     def evidence(self, item: Item) -> list[EvidenceRecord]:
         if self.store is None:
             return []
-        return [r for r in (self.store.record(e) for e in item.evidence) if r is not None]
+        try:
+            return [r for r in (self.store.record(e) for e in item.evidence) if r is not None]
+        except Exception as exc:  # the evidence store is away: the page says so, the decision still works
+            item.evidence_error = item.evidence_error or f"the evidence store did not answer ({exc.__class__.__name__})"
+            return []
 
     def timeline(self, item: Item, before_s: float = 120.0, after_s: float = 60.0) -> list[dict[str, Any]]:
         """The stream's scored frames around the item (by when they were written), same broadcast."""
@@ -217,7 +224,10 @@ class Review:
         self._decide(keys=[self.keys.decisions], args=[item.event_id, reviewer, label, now_ms, note])
         # Held after the record: evidence is never held for a decision that was not written.
         if self.store is not None and item.evidence and label != c.LABEL_UNSURE:
-            self.store.hold(item.evidence)
+            try:
+                self.store.hold(item.evidence)
+            except Exception as exc:  # the decision is recorded; its evidence keeps its TTL
+                log.warning("evidence not held (the decision is recorded)", item=item.event_id, error=f"{exc.__class__.__name__}: {exc}")
         return _text(entry)
 
     def feedback(self, since: str = "-", count: int | None = None) -> list[tuple[str, dict[str, str]]]:

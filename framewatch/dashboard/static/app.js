@@ -42,7 +42,7 @@ function renderRanking(rows) {
 }
 
 function queueItem(item) {
-  const li = el("li", {"data-entry": `${item.kind}/${item.entry}`});
+  const li = el("li", {"data-entry": `${item.kind}/${item.entry}`, "data-label": item.label || ""});
   const a = el("a", {href: item.url});
   if (item.evidence && item.evidence.length) {
     a.appendChild(el("img", {class: "thumb evidence", src: `/evidence/${item.evidence[0]}`, alt: `evidence of ${item.stream}`}));
@@ -63,7 +63,12 @@ function renderQueue(items) {
   const list = document.getElementById("queue");
   if (!list) return;
   const existing = new Map([...list.children].map((li) => [li.dataset.entry, li]));
-  const wanted = items.map((item) => existing.get(`${item.kind}/${item.entry}`) || queueItem(item));
+  const wanted = items.map((item) => {
+    const kept = existing.get(`${item.kind}/${item.entry}`);
+    // Reused only while its label is unchanged (another reviewer's decision shows without a reload).
+    if (kept && kept.dataset.label === (item.label || "")) return kept;
+    return queueItem(item);
+  });
   // Kept items keep their element (a revealed thumbnail stays revealed); order follows the server.
   list.replaceChildren(...wanted);
   document.getElementById("queue-empty").hidden = items.length > 0;
@@ -84,7 +89,11 @@ function connect() {
   });
   source.addEventListener("refused", () => { source.close(); badge.textContent = "too many live pages open"; badge.className = "down"; });
   source.addEventListener("expired", () => { source.close(); window.location.assign("/login"); });
-  source.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "down"; };
+  source.onerror = () => {
+    // Closed for good (the session ended, the server refused): say so instead of "reconnecting" forever.
+    if (source.readyState === EventSource.CLOSED) { badge.textContent = "disconnected: reload the page"; badge.className = "down"; return; }
+    badge.textContent = "reconnecting…"; badge.className = "down";
+  };
 }
 
 // Evidence is blurred until clicked (reviewer protection; `--no-blur` turns it off).
