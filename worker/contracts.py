@@ -379,6 +379,14 @@ class RedisKeys:
         """Hash: item event_id -> JSON {reviewer: label}, the current decisions (the feedback stream is the history)."""
         return f"{self.prefix}:decisions"
 
+    def webhook_cursor(self, name: str) -> str:
+        """String: the last alerts entry id `framewatch webhook --name NAME` has dealt with."""
+        return f"{self.prefix}:webhook:{name}:cursor"
+
+    def webhook_failed(self, name: str) -> str:
+        """Redis stream: events that sender gave up on (`id`, `status`, `url`, `event` as JSON)."""
+        return f"{self.prefix}:webhook:{name}:failed"
+
     @property
     def last_export(self) -> str:
         """String (JSON): the last feedback entry ``feedback export`` took, and when."""

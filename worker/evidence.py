@@ -122,15 +122,14 @@ def open_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> Evi
 
 # --- Redis -----------------------------------------------------------------------------------
 
-# Keys (one hash tag, so every script runs on Redis Cluster too): index (zset: *unheld* ids by
-# at_ms, the eviction order), sizes (hash id -> bytes), held (set), total (bytes of everything),
-# heldbytes (bytes of held evidence). Held evidence is outside the index: eviction never meets it.
+# Keys (one hash tag, so every script runs on Redis Cluster too): index (zset: *unheld* ids by the
+# server's time of their put — eviction order and grace never depend on a worker's clock), sizes
+# (hash id -> bytes), held (set), total (bytes of everything), heldbytes (bytes of held evidence).
+# Held evidence is outside the index: eviction never meets it.
 _KEYS = ("index", "sizes", "held", "total", "heldbytes")
-# (The index holds the server's time of each put: eviction order and grace never depend on a
-# worker's clock.)
 
 # KEYS: the five above, image, meta. ARGV: id, image, meta JSON, ttl ms, budget bytes, image key
-# prefix, meta key prefix, (unused), grace ms. The index is ordered by the server's clock (TIME).
+# prefix, meta key prefix, grace ms.
 # Returns 1 (stored), -1 (larger than the whole budget), -2 (held evidence leaves no room),
 # -3 (everything evictable is younger than the grace: alerts may not have named it yet).
 # It decides before it changes anything: a refused put evicts nothing.
@@ -165,7 +164,7 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local victims, freed = {}, 0
 if total + size > budget then
-  local young = now - tonumber(ARGV[9])
+  local young = now - tonumber(ARGV[8])
   for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', young)) do
     if victim ~= id and redis.call('SISMEMBER', KEYS[3], victim) == 0 then
       table.insert(victims, victim)
@@ -274,7 +273,7 @@ class RedisEvidenceStore:
         record.size = len(image)
         outcome = self._put(keys=[*self._keys, self._image(record.id), self._meta(record.id)],
                             args=[record.id, image, record.to_json(), self.retention_ms, self.budget, f"{self.base}:img:",
-                                  f"{self.base}:meta:", int(self.clock() * 1000), self.grace_ms])
+                                  f"{self.base}:meta:", self.grace_ms])
         if outcome == -1:
             raise EvidenceError("budget", f"evidence of {len(image)} bytes is larger than the whole budget ({self.budget} bytes)")
         if outcome == -2:

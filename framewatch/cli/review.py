@@ -35,7 +35,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise AuthError(f"--port {args.port}: 1–65535")
     from framewatch.dashboard.app import DashboardConfig, create_app
-    from framewatch.dashboard.auth import AuthError, Sessions, load_secret, read_users
+    from framewatch.dashboard.auth import Sessions, load_secret, read_users
 
     if args.users is None and args.trusted_header is None:
         raise AuthError("give --users FILE (write it with `framewatch dashboard passwd FILE NAME`) or --trusted-header "

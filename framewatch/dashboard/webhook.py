@@ -74,8 +74,8 @@ class WebhookSender:
         self.settings = settings
         self.sleep = sleep
         self.clock = clock
-        self.cursor_key = f"{prefix}:webhook:{settings.name}:cursor"
-        self.failed_key = f"{prefix}:webhook:{settings.name}:failed"
+        self.cursor_key = self.keys.webhook_cursor(settings.name)
+        self.failed_key = self.keys.webhook_failed(settings.name)
         self.delivered = 0
         self.failed = 0
 
