@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+# The venv measured 6.7 GB (torch 2.14.1 is a CUDA build with its nvidia-* wheels); an install
+# into less free disk failed in CI after 22 s with pip's OSError 28 deep in a traceback.
+INSTALL_FREE_GB ?= 7
 PYTEST_ARGS ?=
 
 .PHONY: install chromium test test-slow test-reliability lint demo clean services-down
@@ -14,6 +17,7 @@ install: $(STAMP)
 # Reinstalls only when pyproject.toml changes; a second `make install` is a no-op.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "framewatch needs Python >= 3.11")'
+	@$(PYTHON) scripts/check_disk.py . $(INSTALL_FREE_GB)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[worker,train,dashboard,dev]'
 	@$(MAKE) --no-print-directory chromium
