@@ -14,7 +14,9 @@ A delivery is done on any 2xx. Connection errors, timeouts, 408, 429 and 5xx are
 exponential backoff (0.5 s doubling to ``max_backoff_s``) up to ``max_attempts``; other answers,
 and events that used up their attempts, go to ``framewatch:webhook:<name>:failed`` (a Redis stream
 with the status and the event) and the sender moves on. Where it is in the alerts stream is kept
-in Redis (``framewatch:webhook:<name>:cursor``) after every event, so a restart resumes there.
+in Redis (``framewatch:webhook:<name>:cursor``) after every event, so a restart resumes there; a
+Redis that goes away (restart, failover) is waited out with backoff, and sending resumes after the
+last event handled.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from framewatch.logs import get_logger
 from framewatch.worker import contracts as c
+from framewatch.worker.redis_io import TRANSIENT_ERRORS
 
 log = get_logger("webhook")
 
@@ -132,17 +135,42 @@ class WebhookSender:
                          maxlen=10_000, approximate=True)
         return False
 
-    def run(self, once: bool = False, block_ms: int = 1000) -> int:
-        """Sends events as they arrive (``once``: what is there now, then returns). Returns how many were sent."""
-        last = self.cursor()
-        while True:
-            response: Any = self.client.xread({self.keys.alerts: last}, count=100, block=None if once else block_ms)
-            entries = [(e.decode(), {k.decode(): v.decode("utf-8", "replace") for k, v in f.items()}) for _, batch in response or []
-                       for e, f in batch]
-            for entry_id, event in entries:
-                if event.get(c.A_EVENT) in self.settings.events:
-                    self.deliver(entry_id, event)
-                last = entry_id
-                self.client.set(self.cursor_key, last)
+    def run(self, once: bool = False, block_ms: int = 1000, max_backoff_s: float = 10.0,
+            stop: Callable[[], bool] = lambda: False) -> int:
+        """Sends events as they arrive (``once``: what is there now, then returns). Returns how many
+        were sent. Redis errors (a restart, a failover, a dropped connection) are waited out with
+        backoff and the sender resumes after the last event it handled — an event whose delivery
+        was not yet recorded is sent again (receivers drop repeats by event id); with ``once`` they
+        are raised. ``block_ms`` must stay below the client's socket timeout; ``stop`` is asked
+        between reads (the command stops on Ctrl-C instead)."""
+        last: str | None = None
+        resave = False
+        delay = 0.5
+        while not stop():
+            try:
+                if last is None:
+                    last = self.cursor()
+                elif resave:
+                    self.client.set(self.cursor_key, last)  # the write before the error may have been lost with the server
+                    resave = False
+                response: Any = self.client.xread({self.keys.alerts: last}, count=100, block=None if once else block_ms)
+                entries = [(e.decode(), {k.decode(): v.decode("utf-8", "replace") for k, v in f.items()}) for _, batch in response or []
+                           for e, f in batch]
+                for entry_id, event in entries:
+                    if event.get(c.A_EVENT) in self.settings.events:
+                        self.deliver(entry_id, event)
+                    last = entry_id
+                    self.client.set(self.cursor_key, last)
+                delay = 0.5
+            except TRANSIENT_ERRORS as exc:
+                if once:
+                    raise
+                resave = True
+                log.warning("redis unavailable; the webhook waits and resumes after the last event it handled",
+                            error=str(exc), retry_in_s=delay, after=last)
+                self.sleep(delay)
+                delay = min(delay * 2, max_backoff_s)
+                continue
             if once and not entries:
-                return self.delivered
+                break
+        return self.delivered

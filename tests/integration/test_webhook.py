@@ -95,3 +95,56 @@ def test_alert_events_are_signed_retried_and_resumed(services: Any, tmp_path: Pa
     assert _run(services.redis_url, prefix, quiet.url, secret).returncode == 0 and quiet.got == []
     for r in (receiver, refusing, quiet):
         r.server.shutdown()
+
+
+def test_the_sender_waits_out_a_redis_restart_and_goes_on(tmp_path: Path) -> None:
+    """A Redis of its own, stopped and started again on the same port while the sender runs: the
+    sender keeps running, and the event written after the restart is delivered."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from framewatch.dashboard.webhook import WebhookSender, WebhookSettings
+    from framewatch.devservices import start_redis, stop_pid
+
+    server = start_redis(tmp_path)
+    # No client retries: redis-py's own (3, backoff from 1 s) ride out a 1-s restart and hide the
+    # sender's handling; without them the outage stands for one longer than they cover (a failover).
+    client = redis.Redis(host=server.host, port=server.port, socket_timeout=5, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    keys = c.RedisKeys("whr")
+    receiver = Receiver([])
+    sender = WebhookSender(client, "whr", WebhookSettings(receiver.url, SECRET), sleep=time.sleep)
+
+    def alert(stream: str) -> None:
+        client.xadd(keys.alerts, alert_event_fields(stream, "raise", "ema-above-alert-on", 0.9, 0, "1", "m", int(time.time() * 1000), 0.7, 0.95))
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(receiver.got) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(receiver.got) == n, receiver.got
+
+    sender.cursor()  # the cursor at "now", as the command sets it before it runs
+    stopping = threading.Event()
+    thread = threading.Thread(target=sender.run, kwargs={"block_ms": 200, "max_backoff_s": 0.5, "stop": stopping.is_set}, daemon=True)
+    thread.start()
+    try:
+        alert("before")
+        wait_for(1)
+        stop_pid(server.pid)
+        time.sleep(1.0)  # the sender meets the closed port a few times
+        server = start_redis(tmp_path, port=server.port)
+        alert("after")
+        wait_for(2)
+        assert thread.is_alive(), "the sender stopped on a Redis error"
+        assert [p["event"]["stream"] for _, p, _, _ in receiver.got] == ["before", "after"]
+        newest = client.xrevrange(keys.alerts, count=1)[0][0]
+        deadline = time.monotonic() + 10
+        while client.get(sender.cursor_key) != newest and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get(sender.cursor_key) == newest  # the new server has the cursor again
+    finally:
+        stopping.set()
+        thread.join(10)
+        stop_pid(server.pid)
+        receiver.server.shutdown()
+    assert not thread.is_alive()
