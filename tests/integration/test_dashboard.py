@@ -304,7 +304,8 @@ def test_failed_logins_are_throttled(live: dict[str, Any]) -> None:
     Client(live["base"]).login("ben", PASSWORDS["ben"])  # another name from the same address still signs in
 
 
-@pytest.mark.slow  # ~60 s: six more alerts scored, a tiny guidance model trained on the export; `make test-slow`
+# ~37 s (nine more alerts scored, a tiny guidance model trained on the export, a report): the issue's
+# loop end to end, so it stays in the default run.
 def test_decisions_export_to_a_data_set_that_trains(live: dict[str, Any], tmp_path: Path) -> None:
     sandbox, client = live["sandbox"], live["client"]
     for n in range(3, 12):
