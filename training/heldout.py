@@ -4,7 +4,8 @@ The use: a model retrained with moderators' feedback against the one it replaces
 feedback's held-back ``test`` split (``framewatch feedback export`` keeps whole streams there),
 which neither trained on. Each run's deployed image-only model scores the same images at its own
 threshold (the one its validation chose); the last run is compared with the first by a paired
-bootstrap over streams (the ``group`` column; frames of one stream are not independent), giving
+bootstrap over streams (the ``group`` column; frames of one stream are not independent; streams with
+and without violent frames resampled apart, so every draw has both), giving
 the mean difference and a 95 % interval of accuracy, F1 and recall.
 """
 
@@ -88,12 +89,17 @@ def paired_bootstrap(truth: np.ndarray, reference: tuple[np.ndarray, float], our
                          "differs": None, "note": f"{len(names)} streams: too few for an interval (at least {MIN_STREAMS})"}
                 for metric in COMPARED}
     members = {name: np.flatnonzero(np.asarray(groups) == name) for name in names}
+    # Streams are resampled within two strata — with violent frames, without — each to its own
+    # size. A plain resample of 10 test streams of which 2 are violent draws no violent stream one
+    # time in ten; recall and F1 are then 0 for both models, the difference exactly 0, and a
+    # perfect model against a useless one came out "no difference shown".
+    strata = [s for s in ([n for n in names if truth[members[n]].any()], [n for n in names if not truth[members[n]].any()]) if s]
     out: dict[str, Any] = {}
     for metric in COMPARED:
         observed = _metric(truth, *ours, metric) - _metric(truth, *reference, metric)
         draws = []
         for _ in range(rounds):
-            pick = np.concatenate([members[names[i]] for i in rng.integers(0, len(names), len(names))])
+            pick = np.concatenate([members[stratum[i]] for stratum in strata for i in rng.integers(0, len(stratum), len(stratum))])
             draws.append(_metric(truth[pick], ours[0][pick], ours[1], metric) - _metric(truth[pick], reference[0][pick], reference[1], metric))
         low, high = np.percentile(draws, [2.5, 97.5])
         out[metric] = {"difference": round(observed, 4), "ci95": [round(float(low), 4), round(float(high), 4)],

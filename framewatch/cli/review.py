@@ -111,6 +111,8 @@ def _webhook(args: argparse.Namespace) -> int:
     events = frozenset(e.strip() for e in args.events.split(",") if e.strip())
     if not events or not events <= {c.ALERT_RAISE, c.ALERT_CLEAR}:
         raise AuthError(f"--events {args.events!r}: raise, clear or both")
+    if args.max_attempts < 1:
+        raise AuthError(f"--max-attempts {args.max_attempts}: at least 1")
     settings = settings_from_args(args)
     sender = WebhookSender(connect(settings.redis), settings.redis.prefix, WebhookSettings(
         args.url, load_secret(args.secret_file), args.name, events, args.dashboard_url, args.max_attempts))
@@ -157,7 +159,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "webhook", help="POST alert raise/clear events to a URL, signed (HMAC) and retried",
         description="Follow framewatch:alerts and POST each raise/clear event as JSON to --url, signed with "
         "X-Framewatch-Signature: t=<unix>,v1=<HMAC-SHA256 of 't.body'> (the secret from --secret-file), with "
-        "X-Framewatch-Event-Id for receivers to drop repeats. Retries 5xx/408/429/no answer with backoff; gives up into "
+        "X-Framewatch-Event-Id for receivers to drop repeats. Retries 5xx/408/429/no answer with backoff; redirects are not "
+        "followed (give the final URL); gives up into "
         "framewatch:webhook:NAME:failed. Resumes where it stopped (a cursor in Redis); the first run starts at new events. "
         "docs/review.md.",
     )
@@ -181,7 +184,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "reviewers disagree are left out. Exported evidence is released back under retention.",
     )
     e.add_argument("--out", type=Path, required=True, help="a new or empty folder")
-    e.add_argument("--since", default=None, help="only decisions from this ISO time, epoch ms or feedback entry id on")
+    e.add_argument("--since", default=None, help="only decisions from then on: an ISO time (UTC unless it has an offset, e.g. 2026-11-28T09:00+01:00), "
+                   "a date (2026-11-28 or 20261128), epoch seconds or ms, or a feedback entry id (export.json's through)")
     e.add_argument("--test-fraction", type=float, default=0.2, help="streams held back as test, per label (default 0.2)")
     e.add_argument("--val-fraction", type=float, default=0.15, help="streams for validation, per label (default 0.15)")
     e.add_argument("--keep-held", action="store_true", help="keep the exported evidence held (default: release it)")

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
@@ -31,13 +31,24 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from framewatch.dashboard.auth import DUMMY_HASH, LoginThrottle, Session, Sessions, verify_password
+from framewatch.dashboard.auth import (
+    DUMMY_HASH,
+    LoginThrottle,
+    Session,
+    Sessions,
+    valid_name,
+    verify_password,
+)
 from framewatch.dashboard.review import KINDS, Item, Review
 from framewatch.logs import get_logger
 from framewatch.worker import contracts as c
-from framewatch.worker.evidence import valid_id
+from framewatch.worker.evidence import EvidenceError, valid_id
+from framewatch.worker.redis_io import TRANSIENT_ERRORS
 
 log = get_logger("dashboard")
+
+# What a page answers 503 for instead of 500: Redis (connection, timeout, cluster) and the store.
+UNAVAILABLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, EvidenceError)
 
 HERE = Path(__file__).parent
 COOKIE = "fw_session"
@@ -83,6 +94,24 @@ class Refused(Exception):
         self.reason = reason
 
 
+def safe_next(target: str) -> str:
+    """Where to go after signing in: a path of this site only (never another host: an open
+    redirect), else the home page."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or any(ord(ch) < 33 or ch == "\\" for ch in target):
+        return "/"
+    return target[:512]
+
+
+def _host_port(origin: str, scheme: str) -> tuple[str, int | None]:
+    """(host in lower case, port with the scheme's default filled in) of an origin or a Host."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or scheme)
+    except ValueError:
+        return ("", -1)
+    return ((parts.hostname or "").lower(), port)
+
+
 def same_token(given: str, expected: str) -> bool:
     """Constant-time comparison that refuses (instead of raising on) non-ASCII input."""
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
@@ -120,7 +149,7 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
     metrics = Metrics()
     throttle = LoginThrottle()
     snapshots = Snapshots(review, config)
-    streams_open: dict[str, int] = {}
+    live_streams: dict[str, list[dict[str, bool]]] = {}  # user -> live pages' slots, oldest first
 
     def secure(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
@@ -135,11 +164,16 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
 
     def current(request: Request) -> Session | None:
         if config.trusted_header and peer(request) in config.trusted_proxies:
-            name = request.headers.get(config.trusted_header, "").strip()
-            if name:
+            values = request.headers.getlist(config.trusted_header)
+            if values:
+                # One value, a valid name: a proxy that *adds* the header beside one the client sent
+                # gives two, and neither is believed; "ana, admin" is not a reviewer's name.
+                name = values[0].strip()
+                if len(values) != 1 or not valid_name(name):
+                    return None
                 # The proxy vouches for the user; the CSRF token is derived from the name and the secret.
                 token = hmac.new(sessions.secret, f"proxy:{name}".encode(), "sha256").hexdigest()
-                return Session(name[:64], token, time.time() + 3600)
+                return Session(name, token, time.time() + 3600)
         session = sessions.read(request.cookies.get(COOKIE))
         if session is not None and config.users and session.user not in config.users and not config.trusted_header:
             return None  # a user removed from the users file
@@ -174,7 +208,8 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
             return True
         if request.headers.get("sec-fetch-site") == "same-origin":
             return True
-        return origin != "null" and urlsplit(origin).netloc == request.headers.get("host", "")
+        return origin != "null" and _host_port(origin, request.url.scheme) == _host_port(
+            f"{request.url.scheme}://{request.headers.get('host', '')}", request.url.scheme)
 
     def guarded(handler: Callable[[Request, Session], Awaitable[Response]], post: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -183,7 +218,8 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
                 if session is None:
                     if post or request.url.path.startswith(("/events", "/evidence", "/api")):
                         raise Refused(401, "unauthenticated")
-                    return secure(RedirectResponse("/login", status_code=303))
+                    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                    return secure(RedirectResponse("/login" + (f"?next={quote(back)}" if back != "/" else ""), status_code=303))
                 if post:
                     if not same_origin(request):
                         raise Refused(403, "origin")
@@ -195,6 +231,10 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
             except Refused as exc:
                 metrics.refused.labels(exc.reason).inc()
                 return secure(PlainTextResponse(f"refused: {exc.reason}\n", status_code=exc.status))
+            except UNAVAILABLE as exc:  # Redis or the evidence store away: say so, not a 500
+                log.warning("store unavailable", path=request.url.path, error=f"{exc.__class__.__name__}: {exc}"[:200])
+                return secure(PlainTextResponse("unavailable: Redis or the evidence store cannot be reached; try again shortly\n",
+                                                status_code=503, headers={"Retry-After": "5"}))
         return endpoint
 
     # --- login ---------------------------------------------------------------------------
@@ -202,10 +242,14 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
     async def login_page(request: Request) -> Response:
         import secrets
 
-        token = secrets.token_urlsafe(24)
+        # One token per browser, kept while a login page is open somewhere: every tab's form works
+        # (a new token per GET made every tab but the last answer "refused: csrf").
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if len(token) != 32 or not all(ch.isalnum() or ch in "-_" for ch in token):
+            token = secrets.token_urlsafe(24)
         response = page(request, "login.html", token=token, error=request.query_params.get("error") == "1",
-                        proxy=bool(config.trusted_header and not config.users))
-        response.set_cookie(LOGIN_COOKIE, token, max_age=600, httponly=True, samesite="strict", secure=config.secure_cookies)
+                        proxy=bool(config.trusted_header and not config.users), next=safe_next(request.query_params.get("next", "")))
+        response.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", secure=config.secure_cookies)
         return response
 
     async def login(request: Request) -> Response:
@@ -225,15 +269,19 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
         stored = config.users.get(name)
         # An unknown name is checked against a dummy hash: the answer takes as long either way.
         ok = await run_in_threadpool(verify_password, password, stored or DUMMY_HASH) and stored is not None
+        back = safe_next(fields.get("next", ""))
         if not ok:
             metrics.logins.labels("failed").inc()
             log.warning("login failed", user=name, peer=peer(request))
-            return secure(RedirectResponse("/login?error=1", status_code=303))
+            return secure(RedirectResponse("/login?error=1" + (f"&next={quote(back)}" if back != "/" else ""), status_code=303))
         throttle.succeeded(name)
         metrics.logins.labels("ok").inc()
         cookie, _ = sessions.issue(name)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, cookie, max_age=int(sessions.max_age_s), httponly=True, samesite="strict", secure=config.secure_cookies)
+        response = RedirectResponse(back, status_code=303)
+        # Lax, not Strict: a link to an item or its evidence from a webhook's receiver, a chat or a
+        # mail page is a cross-site navigation, and Strict sent it to the login every time. Writes
+        # stay guarded by the CSRF token and the Origin check.
+        response.set_cookie(COOKIE, cookie, max_age=int(sessions.max_age_s), httponly=True, samesite="lax", secure=config.secure_cookies)
         response.delete_cookie(LOGIN_COOKIE)
         return secure(response)
 
@@ -307,20 +355,28 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
         return secure(JSONResponse({**state, "at_ms": int(time.time() * 1000)}))
 
     async def events(request: Request, session: Session) -> Response:
+        if request.method == "HEAD":  # a probe (curl -I, an uptime check): no stream, no slot
+            return secure(Response(media_type="text/event-stream"))
         scope = scope_of(request)
         cookie = request.cookies.get(COOKIE)
 
         async def stream() -> AsyncIterator[str]:
-            # Counted where it is checked, with no await in between: parallel requests cannot all pass.
-            if streams_open.get(session.user, 0) >= config.max_streams_per_user:
-                metrics.refused.labels("too-many-streams").inc()
-                yield "event: refused\ndata: {\"error\": \"too many live pages for this user\"}\n\n"
-                return
-            streams_open[session.user] = streams_open.get(session.user, 0) + 1
+            # At most max_streams_per_user live pages per user; the newest wins: the oldest is told
+            # it was superseded and ends within a push interval. (Refusing the newest instead let
+            # connections left half-open by a sleeping laptop lock a user out for TCP's ~15 min.)
+            mine = live_streams.setdefault(session.user, [])
+            slot = {"live": True}
+            mine.append(slot)
+            while len(mine) > config.max_streams_per_user:
+                mine.pop(0)["live"] = False
+                metrics.refused.labels("superseded").inc()
             try:
                 yield "retry: 2000\n\n"
                 last = ""
                 while not await request.is_disconnected():
+                    if not slot["live"]:
+                        yield "event: superseded\ndata: {}\n\n"
+                        return
                     if cookie is not None and sessions.read(cookie) is None:
                         yield "event: expired\ndata: {}\n\n"  # the session ended: the page goes to the login
                         return
@@ -339,7 +395,10 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
                         yield ": keep-alive\n\n"
                     await asyncio.sleep(config.push_interval_s)
             finally:
-                streams_open[session.user] = max(0, streams_open.get(session.user, 1) - 1)
+                if slot in mine:
+                    mine.remove(slot)
+                if not mine:
+                    live_streams.pop(session.user, None)
 
         response = StreamingResponse(stream(), media_type="text/event-stream")
         response.headers["X-Accel-Buffering"] = "no"

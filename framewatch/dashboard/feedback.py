@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,18 +41,24 @@ class ExportError(FrameWatchError, ValueError):
 
 
 def parse_since(text: str | None) -> str:
-    """A feedback entry id (``1764300000000-0``), epoch ms, or an ISO date/time → XRANGE start."""
+    """A feedback entry id (``1764300000000-0``), epoch ms (13 digits) or seconds (10), a basic
+    date (``20261128``), or an ISO date/time → XRANGE start. A time without a zone is UTC."""
     if not text:
         return "-"
     ms, dash, seq = text.partition("-")
     if dash and ms.isdigit() and seq.isdigit() and len(ms) >= 10:  # an entry id: epoch ms, then a sequence number
         return text
-    if text.isdigit():
+    if text.isdigit() and len(text) >= 12:  # epoch ms (12 digits reach back to 2001)
         return f"{int(text)}-0"
+    if text.isdigit() and 9 <= len(text) <= 11:  # epoch seconds
+        return f"{int(text) * 1000}-0"
+    if text.isdigit() and len(text) != 8:  # 8 digits are a basic ISO date, read below
+        raise ExportError(f"--since {text!r}: {len(text)} digits are neither epoch seconds (10) nor ms (13) nor a date (20261128)")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ExportError(f"--since {text!r}: give an ISO time (2026-11-28T10:00), epoch ms, or a feedback entry id") from None
+        raise ExportError(f"--since {text!r}: give an ISO time (2026-11-28T10:00, UTC unless it says +01:00), epoch seconds or ms, "
+                          "or a feedback entry id") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return f"{int(moment.timestamp() * 1000)}-0"
@@ -88,10 +95,14 @@ def consolidate(entries: list[tuple[str, dict[str, str]]]) -> dict[str, Decided]
 
 def assign_splits(streams: dict[str, str], test_fraction: float, val_fraction: float = 0.15) -> dict[str, str]:
     """Whole streams to ``train``, ``val`` or ``test``, per label (``streams``: stream → its label),
-    in the order of a hash of their id: each label puts about ``test_fraction`` of its streams in
-    test (one at least when it has two), ``val_fraction`` in val (one at least when it has three)
-    and the rest, one at least, in train. So training sees every label, and small exports still
-    give ``framewatch train`` a test split and, where they can, a validation split of whole streams."""
+    by a fixed cut of a hash of their id: a hash below ``test_fraction`` is test, below
+    ``test_fraction + val_fraction`` val, the rest train. The cut does not depend on which other
+    streams are in the export, so a stream stays on its side in every later export with the same
+    fractions, and ``report --on`` a newer export does not test a model on streams it trained on.
+    (Ranking the export's streams by hash moved earlier test streams into train as streams were
+    added: 29 of 200 simulated export pairs.) Then the minimums, moving the streams nearest the
+    boundary: each label gets a test and a train stream, and a val stream when it has three — so
+    training sees every label and small exports still give ``framewatch train`` its splits."""
     per_label = {label: sum(1 for v in streams.values() if v == label) for label in DATASET_LABELS}
     short = {label: n for label, n in per_label.items() if n < MIN_STREAMS_PER_LABEL}
     if short:
@@ -106,11 +117,21 @@ def assign_splits(streams: dict[str, str], test_fraction: float, val_fraction: f
     splits: dict[str, str] = {}
     for label in sorted(set(streams.values())):
         mine = sorted((s for s, lab in streams.items() if lab == label), key=bucket)
-        n = len(mine)
-        n_test = max(1, min(n - 2, round(n * test_fraction)))
-        n_val = max(1, min(n - 1 - n_test, round(n * val_fraction)))
-        for i, stream in enumerate(mine):
-            splits[stream] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+        chosen = {s: "test" if bucket(s) < test_fraction else "val" if bucket(s) < test_fraction + val_fraction else "train" for s in mine}
+
+        def move(to: str, candidates: list[str], chosen: dict[str, str] = chosen) -> None:
+            for stream in candidates:  # the first whose split keeps a stream without it
+                if chosen[stream] != to and sum(v == chosen[stream] for v in chosen.values()) > 1:
+                    chosen[stream] = to
+                    return
+
+        if "train" not in chosen.values():
+            move("train", mine[::-1])
+        if "test" not in chosen.values():
+            move("test", mine)
+        if "val" not in chosen.values():
+            move("val", [s for s in mine if chosen[s] == "train"] + [s for s in mine[::-1] if chosen[s] == "test"])
+        splits.update(chosen)
     return splits
 
 
@@ -195,16 +216,37 @@ def export_feedback(review: Review, out: Path, since: str | None = None, test_fr
         if split_rows:
             (out / split / "metadata.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in split_rows))
     (out / "dataset.json").write_text(json.dumps({"labels": DATASET_LABELS, "positive": "violent"}, indent=2) + "\n")
+    # Decisions recorded while this export ran (a second reviewer disagreeing, a changed mind) are
+    # not in it: their items' evidence stays held for the next export rather than being released.
+    through = entries[-1][0] if entries else ""
+    later = review.feedback("(" + through) if through else review.feedback()
+    changed = {f.get(c.FB_ITEM, "") for _, f in later}
+    for d in decided.values():
+        if d.item in changed:
+            keep.update(d.evidence)
     released -= keep
     summary = {**counts, "by_label": by_label, "by_split": {k: len(v) for k, v in rows.items()}, "streams": dict(sorted(splits.items())),
-               "since": since or "", "through": entries[-1][0] if entries else "", "test_fraction": test_fraction,
+               "since": since or "", "through": through, "test_fraction": test_fraction, "val_fraction": val_fraction,
+               "decided_during_export": len(changed & set(decided)),
                "exported_at": datetime.now(UTC).isoformat(timespec="seconds"), "released": 0 if keep_held else len(released)}
     (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _sync(out)  # on disk before the store lets the evidence expire: a crash after the release loses nothing
     if not keep_held and released:
         review.store.release(sorted(released))
     if entries:
         review.client.set(review.keys.last_export, json.dumps({"through": entries[-1][0], "at_ms": int(time.time() * 1000)}))
     return summary
+
+
+def _sync(out: Path) -> None:
+    """fsync every file and folder of the data set (files first, then their folders)."""
+    paths = [*sorted(out.rglob("*"), key=lambda p: (p.is_dir(), -len(p.parts))), out]
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _not_before(entry_id: str, start: str) -> bool:

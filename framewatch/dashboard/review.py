@@ -26,7 +26,7 @@ log = get_logger("review")
 KIND_ALERT = "alert"
 KIND_NEAR_MISS = "near-miss"
 KINDS = (KIND_ALERT, KIND_NEAR_MISS)
-ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)  # fullmatch: "$" would let "1-1\n" through
 FB_ENTRY = "entry"  # the alert's (or near miss's) entry id in its Redis stream
 MAX_HISTORY = 50
 
@@ -92,8 +92,11 @@ class Item:
 
     @property
     def label(self) -> str:
-        """The agreed label, "" while undecided, "conflict" when reviewers disagree."""
+        """The agreed label, "" while undecided, "conflict" when reviewers disagree. As the export
+        reads it: "unsure" beside a decisive label abstains, so violent + unsure is violent."""
         labels = set(self.decisions.values())
+        if len(labels) > 1:
+            labels.discard(c.LABEL_UNSURE)
         return "" if not labels else labels.pop() if len(labels) == 1 else "conflict"
 
     def to_json(self, reviewer: str | None = None) -> dict[str, Any]:
@@ -170,7 +173,7 @@ class Review:
         return items[:limit] if scope != "all" else items[-limit:][::-1]
 
     def item(self, kind: str, entry: str) -> Item | None:
-        if kind not in KINDS or not ENTRY_ID.match(entry):
+        if kind not in KINDS or not ENTRY_ID.fullmatch(entry) or any(int(part) >= 2**64 for part in entry.split("-")):
             return None
         raw: Any = self.client.xrange(self._stream_key(kind), entry, entry)
         if not raw:

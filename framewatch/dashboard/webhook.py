@@ -10,8 +10,10 @@ with ``X-Framewatch-Event-Id`` (the event's ``event_id``: receivers drop repeats
 least once) and ``X-Framewatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">``
 with the shared secret; receivers check it and refuse a ``t`` older than a few minutes.
 
-A delivery is done on any 2xx. Connection errors, timeouts, 408, 429 and 5xx are retried with
-exponential backoff (0.5 s doubling to ``max_backoff_s``) up to ``max_attempts``; other answers,
+A delivery is done on any 2xx. No answer (a connection error, ``timeout_s`` passed for the whole
+request, something that is not HTTP), 408, 425, 429 and 5xx are retried with exponential backoff
+(0.5 s doubling to ``max_backoff_s``) up to ``max_attempts``; other answers (redirects included:
+they are not followed),
 and events that used up their attempts, go to ``framewatch:webhook:<name>:failed`` (a Redis stream
 with the status and the event) and the sender moves on. Where it is in the alerts stream is kept
 in Redis (``framewatch:webhook:<name>:cursor``) after every event, so a restart resumes there; a
@@ -21,12 +23,15 @@ last event handled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,18 +106,40 @@ class WebhookSender:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
     def post(self, body: bytes, event_id: str) -> int:
-        """One attempt: the HTTP status, or 0 for a connection error or timeout."""
-        request = urllib.request.Request(self.settings.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "framewatch-webhook",
-            "X-Framewatch-Event-Id": event_id, "X-Framewatch-Signature": sign(self.settings.secret, body, int(self.clock())),
-        })
+        """One attempt: the HTTP status, or 0 for no usable answer (a connection error, a timeout,
+        something that is not HTTP). ``timeout_s`` bounds the whole attempt, not each read: a
+        receiver that drips its answer a byte at a time is cut off. Redirects are not followed
+        (urllib would turn the POST into a bodiless GET and call it delivered): a 3xx is a refusal."""
+        parts = urllib.parse.urlsplit(self.settings.url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         try:
-            with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except (urllib.error.URLError, OSError):
+            conn = kind(parts.hostname or "", parts.port, timeout=self.settings.timeout_s)
+        except ValueError:  # a port that is not a number
             return 0
+        headers = {"Content-Type": "application/json", "User-Agent": "framewatch-webhook", "X-Framewatch-Event-Id": event_id,
+                   "X-Framewatch-Signature": sign(self.settings.secret, body, int(self.clock()))}
+        status = [0]
+
+        def attempt() -> None:
+            try:
+                conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+                response = conn.getresponse()
+                response.read(64 * 1024)  # the answer's body is not used; a bounded read lets the connection close cleanly
+                status[0] = int(response.status)
+            except (OSError, http.client.HTTPException, ValueError):
+                status[0] = 0
+
+        thread = threading.Thread(target=attempt, name="webhook-post", daemon=True)
+        thread.start()
+        thread.join(self.settings.timeout_s)
+        if thread.is_alive():  # past the deadline: wake the blocked read and count no answer
+            with contextlib.suppress(OSError, AttributeError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            thread.join(5.0)
+            conn.close()
+            return 0
+        conn.close()
+        return status[0]
 
     def deliver(self, entry_id: str, event: dict[str, str]) -> bool:
         body = self.body(entry_id, event)

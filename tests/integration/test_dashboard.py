@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -228,6 +229,10 @@ def test_hostile_requests_are_refused_and_write_nothing(live: dict[str, Any]) ->
     assert status == 400
     assert ana.post("/review/alert/../../x/decision", {"label": "violent", "csrf": ana_token})[0] in (400, 404)
     assert ana.post("/review/alert/99999-0/decision", {"label": "violent", "csrf": ana_token})[0] == 404
+    # Ids Redis itself refuses (a newline that "$" let through, Unicode digits, past 64 bits): 404, not 500.
+    for bad_entry in ("1-1%0A", "%D9%A1-%D9%A1", "99999999999999999999-0"):
+        assert ana.request("GET", f"/review/alert/{bad_entry}")[0] == 404, bad_entry
+        assert ana.post(f"/review/alert/{bad_entry}/decision", {"label": "violent", "csrf": ana_token})[0] == 404, bad_entry
     assert ana.post(f"/review/other/{entry}/decision", {"label": "violent", "csrf": ana_token})[0] == 404
     for bad in ("..%2F..%2Fetc%2Fpasswd", "0" * 31 + "z", "0" * 64):
         assert ana.request("GET", "/evidence/" + bad)[0] == 404
@@ -289,8 +294,90 @@ def test_identity_from_a_trusted_proxy_only(live: dict[str, Any]) -> None:
                             {"X-Forwarded-User": "dora"})[0] == 303
         last = client.xrevrange(sandbox.keys.feedback, count=1)[0][1]
         assert client.xlen(sandbox.keys.feedback) == before + 1 and last[b"reviewer"] == b"dora"
+        # A proxy that adds its header beside the client's gives two values: neither is believed;
+        # nor is a value that is not a user name.
+        assert _raw_get(base, "/", [("X-Forwarded-User", "admin"), ("X-Forwarded-User", "dora")])[0] == 303
+        assert proxied.request("GET", "/", headers={"X-Forwarded-User": "dora, admin"})[0] == 303
     finally:
         _stop(trusted)
+
+
+def _raw_get(base: str, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """A GET with repeated headers (urllib merges them)."""
+    import http.client
+
+    host, port = urllib.parse.urlsplit(base).hostname, urllib.parse.urlsplit(base).port
+    conn = http.client.HTTPConnection(host or "", port, timeout=10)
+    conn.putrequest("GET", path)
+    for name, value in headers:
+        conn.putheader(name, value)
+    conn.endheaders()
+    response = conn.getresponse()
+    try:
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _sse(base: str, cookie: str) -> Any:
+    """An open /events response: read lines from it with .fp.readline()."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    conn.request("GET", "/events", headers={"Cookie": f"fw_session={cookie}", "Accept": "text/event-stream"})
+    response = conn.getresponse()
+    assert response.status == 200
+    return response
+
+
+def _sse_event(response: Any, name: str, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = response.fp.readline()
+        if not line:
+            return False
+        if line.strip() == f"event: {name}".encode():
+            return True
+    return False
+
+
+def test_links_tabs_and_live_pages_behave_as_a_moderator_expects(live: dict[str, Any]) -> None:
+    base = live["base"]
+    entry = _alert_entries(live, "cam-1")[0]
+    item = f"/review/alert/{entry}"
+    # A link to an item while signed out: the login, then the item (not the home page).
+    visitor = Client(base)
+    status, _, headers = visitor.request("GET", item)
+    assert status == 303 and headers["location"] == f"/login?next={urllib.parse.quote(item)}"
+    _, page, _ = visitor.request("GET", headers["location"])
+    assert f'name="next" value="{item}"' in page
+    # Two login tabs: the first one's form still works after the second was opened.
+    _, second, _ = visitor.request("GET", "/login")
+    token = page.split('name="token" value="')[1].split('"')[0]
+    assert token == second.split('name="token" value="')[1].split('"')[0]
+    status, _, headers = visitor.post("/login", {"token": token, "user": "ana", "password": PASSWORDS["ana"], "next": item})
+    assert status == 303 and headers["location"] == item
+    assert "samesite=lax" in headers["set-cookie"].lower()  # links from other sites (a webhook's receiver, chat) carry the session
+    hostile = Client(base)
+    _, page, _ = hostile.request("GET", "/login")
+    token = page.split('name="token" value="')[1].split('"')[0]
+    status, _, headers = hostile.post("/login", {"token": token, "user": "ana", "password": PASSWORDS["ana"], "next": "//evil.example/"})
+    assert status == 303 and headers["location"] == "/"  # never an open redirect
+    # HEAD /events (a probe) streams nothing and takes no live-page slot; the newest page wins the slots.
+    cookie = visitor.cookie("fw_session")
+    for _ in range(6):
+        started = time.monotonic()
+        assert visitor.request("HEAD", "/events")[0] == 200 and time.monotonic() - started < 5
+    pages = [_sse(base, cookie)]
+    try:
+        assert _sse_event(pages[0], "state")
+        pages += [_sse(base, cookie) for _ in range(4)]  # five pages, four slots
+        assert _sse_event(pages[-1], "state")
+        assert _sse_event(pages[0], "superseded")  # the oldest page stops, not the newest
+    finally:
+        for response in pages:
+            response.close()
 
 
 def test_failed_logins_are_throttled(live: dict[str, Any]) -> None:

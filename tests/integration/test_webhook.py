@@ -148,3 +148,90 @@ def test_the_sender_waits_out_a_redis_restart_and_goes_on(tmp_path: Path) -> Non
         stop_pid(server.pid)
         receiver.server.shutdown()
     assert not thread.is_alive()
+
+
+def _sender(url: str, timeout_s: float = 2.0) -> Any:
+    from framewatch.dashboard.webhook import WebhookSender, WebhookSettings
+
+    return WebhookSender(None, "unused", WebhookSettings(url, SECRET, timeout_s=timeout_s))
+
+
+def _serve_raw(answer: Any) -> tuple[str, Any]:
+    """A TCP server that hands each connection to ``answer(conn)``: receivers that are not well-behaved HTTP."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/hook", server
+
+
+def test_a_receiver_that_is_not_http_is_no_answer_not_a_crash() -> None:
+    def banner(conn: Any) -> None:
+        conn.recv(65536)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        conn.close()
+
+    url, server = _serve_raw(banner)
+    try:
+        assert _sender(url).post(b"{}", "e") == 0  # retried, then the failed stream; the sender goes on
+    finally:
+        server.close()
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_timeout() -> None:
+    def drip(conn: Any) -> None:
+        conn.recv(65536)
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                conn.sendall(bytes([byte]))
+                time.sleep(0.3)  # every read gets a byte well within a per-read timeout
+        except OSError:
+            pass
+        conn.close()
+
+    url, server = _serve_raw(drip)
+    try:
+        started = time.monotonic()
+        assert _sender(url, timeout_s=1.0).post(b"{}", "e") == 0
+        assert time.monotonic() - started < 4.0  # the whole answer would take ~11 s
+    finally:
+        server.close()
+
+
+def test_redirects_are_refusals_not_deliveries() -> None:
+    got: list[tuple[str, int]] = []
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(("POST", int(self.headers.get("Content-Length", 0))))
+            self.send_response(302)
+            self.send_header("Location", "/final")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            got.append(("GET", 0))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sender = _sender(f"http://127.0.0.1:{server.server_port}/redirect")
+        assert sender.post(b'{"a":1}', "e") == 302
+        assert got == [("POST", 7)]  # not followed: a bodiless GET would have been counted as delivered
+    finally:
+        server.shutdown()

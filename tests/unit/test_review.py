@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,15 +216,67 @@ def test_split_by_stream_and_since() -> None:
         with pytest.raises(ExportError, match="too few streams"):
             assign_splits(streams_by_label, 0.2)
     assert parse_since(None) == "-" and parse_since("1764300000000-3") == "1764300000000-3"
-    assert parse_since("1764300000000") == "1764300000000-0"
+    assert parse_since("1764300000000") == parse_since("1764300000") == "1764300000000-0"  # epoch ms or seconds
+    with pytest.raises(ExportError, match="digits"):
+        parse_since("12345")  # not 1970 by accident: the whole history
     from datetime import UTC, datetime
 
     midnight = int(datetime(2026, 11, 28, tzinfo=UTC).timestamp() * 1000)
-    assert parse_since("2026-11-28T00:00:00+00:00") == parse_since("2026-11-28") == f"{midnight}-0"
+    assert parse_since("2026-11-28T00:00:00+00:00") == parse_since("2026-11-28") == parse_since("20261128") == f"{midnight}-0"
+    assert parse_since("2026-11-28T01:00:00+01:00") == f"{midnight}-0"
     with pytest.raises(ExportError):
         parse_since("2026-11")  # not an entry id (those start with epoch ms), and not a date either
     with pytest.raises(ExportError):
         parse_since("last tuesday")
+
+
+def test_a_stream_stays_on_its_side_as_exports_grow() -> None:
+    """Streams are cut by their own hash, not ranked among the export's: a later, larger export
+    keeps every earlier test stream in test, so `report --on` it never tests on training streams."""
+    small = {f"s{i}": "violent" for i in range(40)} | {f"n{i}": "non-violent" for i in range(40)}
+    bigger = small | {f"s{i}": "violent" for i in range(40, 200)} | {f"n{i}": "non-violent" for i in range(40, 200)}
+    before, after = assign_splits(small, 0.2), assign_splits(bigger, 0.2)
+    assert {s: after[s] for s in small} == before
+
+
+def test_unsure_beside_a_decisive_label_abstains_on_the_page_as_in_the_export() -> None:
+    from framewatch.dashboard.review import Item
+
+    def labelled(decisions: dict[str, str]) -> str:
+        return Item("alert", "1-0", "e", "s", "1", 0, 0, None, None, None, "m", "", [], decisions=decisions).label
+
+    assert labelled({"ana": "violent", "ben": "unsure"}) == "violent"
+    assert labelled({"ana": "unsure"}) == "unsure" and labelled({}) == ""
+    assert labelled({"ana": "violent", "ben": "not-violent", "cy": "unsure"}) == "conflict"
+
+
+def test_decisions_made_during_an_export_keep_their_evidence_held(services: Any, tmp_path: Path) -> None:
+    import time
+
+    import redis
+
+    from framewatch.dashboard.feedback import export_feedback
+    from framewatch.dashboard.review import Item, Review
+    from framewatch.worker.evidence import EvidenceRecord, LocalEvidenceStore, evidence_id
+
+    store = LocalEvidenceStore(tmp_path / "evidence", 3600, 10**8)
+    review = Review(redis.Redis.from_url(services.redis_url), f"ex{time.time_ns()}", store)
+    items = []
+    for n in range(6):
+        stream = f"cam-{n}"
+        eid = evidence_id(stream, "1", 1000)
+        store.put(EvidenceRecord(eid, stream, "1", 1000, 0.9, 0.8, 0.7, "m", 0, "trigger", text=f"stream {n}"), b"\xff\xd8 a jpeg")
+        items.append(Item("alert", f"{n + 1}-0", f"{stream}/1/1000/raise", stream, "1", 1000, 0, 0.8, 0.9, 0.7, "m", "", [eid]))
+        review.decide(items[-1], "ana", "violent" if n < 3 else "not-violent")
+
+    def meanwhile(number: int, total: int) -> None:
+        if number == 1:  # a second reviewer disagrees while the export runs
+            review.decide(items[0], "ben", "not-violent")
+
+    summary = export_feedback(review, tmp_path / "out", progress=meanwhile)
+    assert summary["exported_items"] == 6 and summary["decided_during_export"] == 1
+    assert store._path(items[0].evidence[0], ".held").exists()  # a conflict now: held for the next export
+    assert not store._path(items[1].evidence[0], ".held").exists()  # exported and released
 
 
 def test_an_unreachable_store_never_holds_an_alert_back(tmp_path: Path) -> None:
@@ -272,5 +325,61 @@ def test_the_held_out_comparison_resamples_streams_and_says_when_there_are_too_f
     assert better["accuracy"]["differs"] and better["accuracy"]["ci95"][0] > 0 and better["accuracy"]["difference"] > 0.2
     same = paired_bootstrap(truth, perfect, perfect, groups, rounds=200)
     assert same["f1"] == {"difference": 0.0, "ci95": [0.0, 0.0], "differs": False}
+    # 10 streams, 2 of them violent: a perfect model against one that never says violent differs in
+    # recall in every draw (unstratified, one draw in ten had no violent stream and the interval reached 0).
+    groups10 = [f"s{i // 5}" for i in range(50)]
+    truth10 = np.array([int(i // 5 < 2) for i in range(50)])
+    blind = paired_bootstrap(truth10, (np.zeros(50), 0.5), (truth10.astype(float), 0.5), groups10, rounds=500)
+    assert blind["recall"]["differs"] and blind["recall"]["ci95"] == [1.0, 1.0]
     few = paired_bootstrap(truth[:10], (coin[0][:10], 0.5), (perfect[0][:10], 0.5), groups[:10])
     assert few["accuracy"]["ci95"] is None and few["accuracy"]["differs"] is None and "too few" in few["accuracy"]["note"]
+
+
+def _asgi_get(app: Any, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """One GET through the ASGI app, no server and no HTTP client library."""
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+             "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+def test_pages_answer_503_when_redis_or_the_store_is_away() -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from framewatch.dashboard.app import DashboardConfig, create_app
+    from framewatch.dashboard.auth import Sessions
+    from framewatch.dashboard.review import Review
+    from framewatch.worker.evidence import RedisEvidenceStore
+
+    dead = redis.Redis(port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))  # nothing listens on port 1
+    sessions = Sessions(b"a session secret of 32 bytes....")
+    app = create_app(Review(dead, "fw", RedisEvidenceStore(dead, "fw:evidence", 3600, 10**6)), DashboardConfig(), sessions)
+    cookie, _ = sessions.issue("ana")
+    for path in ("/", "/api/state", "/evidence/" + "0" * 32, "/review/alert/1-0"):
+        status, headers, body = _asgi_get(app, path, {"host": "127.0.0.1", "cookie": f"fw_session={cookie}"})
+        assert status == 503 and body.startswith(b"unavailable") and headers.get("retry-after") == "5", (path, status, body)
+
+
+def test_origins_compare_by_host_and_port_not_by_spelling() -> None:
+    from framewatch.dashboard.app import _host_port, safe_next
+
+    assert _host_port("http://review.example.com", "http") == _host_port("http://Review.Example.com:80", "http") == ("review.example.com", 80)
+    assert _host_port("https://review.example.com", "https") != _host_port("http://review.example.com", "http")
+    assert safe_next("/review/alert/1-0?x=1") == "/review/alert/1-0?x=1"
+    for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", "/a\nb", "", "javascript:alert(1)"):
+        assert safe_next(hostile) == "/", hostile

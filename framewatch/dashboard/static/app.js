@@ -87,7 +87,10 @@ function connect() {
     badge.textContent = "live"; badge.className = "up";
     live.dataset.updated = String(state.at_ms);
   });
-  source.addEventListener("refused", () => { source.close(); badge.textContent = "too many live pages open"; badge.className = "down"; });
+  source.addEventListener("superseded", () => {
+    // Newer pages of this user took the live updates (each user has a few): this one stops.
+    source.close(); badge.textContent = "paused: open in newer tabs — reload to resume here"; badge.className = "down";
+  });
   source.addEventListener("expired", () => { source.close(); window.location.assign("/login"); });
   source.onerror = () => {
     // Closed for good (the session ended, the server refused): say so instead of "reconnecting" forever.
