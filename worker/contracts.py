@@ -285,9 +285,10 @@ F_MESSAGE = "message"  # "partition:offset:record timestamp" of the latest messa
 F_MESSAGE_BASE_MS = "message_base_ms"  # the stream time that message starts at
 F_END_MS = "end_ms"  # the earliest start of the next untimed message
 F_LAST_PARTITION = "last_partition"
+F_METADATA = "metadata"  # JSON {header: text} of the stream's latest metadata headers (evidence on; never scored)
 STREAM_HASH_FIELDS = (F_SCORE, F_EMA, F_MAX_RECENT, F_FRAMES, F_PTS_MS, F_UPDATED_AT_MS, F_MODEL, F_ALERT, F_PARTITION, F_OFFSET,
                       F_BROADCAST, F_BROADCAST_SEQ, F_BROADCAST_FROM_HEADER, F_POSITIONS, F_MESSAGE, F_MESSAGE_BASE_MS, F_END_MS,
-                      F_LAST_PARTITION)
+                      F_LAST_PARTITION, F_METADATA)
 
 # Fields of one history entry and of one alert event.
 H_SCORE = "score"

@@ -55,9 +55,14 @@ class EvidenceError(FrameWatchError):
         self.reason = reason
 
 
-def evidence_id(stream_id: str, broadcast: str, pts_ms: int) -> str:
-    """The same frame of the same stream always gets the same id (hex: safe in URLs and file names)."""
-    return hashlib.sha256(f"{stream_id}\x00{broadcast}\x00{pts_ms}".encode()).hexdigest()[:32]
+def evidence_id(stream_id: str, broadcast: str, pts_ms: int, origin: str = "") -> str:
+    """The same frame of the same message always gets the same id (hex: safe in URLs and file
+    names). ``origin`` is the message's ``partition:offset``: (stream, broadcast, stream time)
+    alone repeats when a stream comes back after its state expired (idle past redis.ttl_seconds:
+    the broadcast counts from 1 again and stream time from 0), and a reused id overwrote a
+    moderator's labelled evidence with another frame. A replayed message has the same offset."""
+    tail = f"\x00{origin}" if origin else ""
+    return hashlib.sha256(f"{stream_id}\x00{broadcast}\x00{pts_ms}{tail}".encode()).hexdigest()[:32]
 
 
 def valid_id(text: str) -> bool:
@@ -136,14 +141,12 @@ _KEYS = ("index", "sizes", "held", "total", "heldbytes")
 _PUT = """
 local id, size, budget = ARGV[1], string.len(ARGV[2]) + string.len(ARGV[3]), tonumber(ARGV[5])
 if size > budget then return -1 end
+-- Labelled (held) evidence is never rewritten: a replay would write the same frame, and nothing
+-- else may replace what a moderator decided on.
+if redis.call('SISMEMBER', KEYS[3], id) == 1 then return 1 end
 local old = tonumber(redis.call('HGET', KEYS[2], id) or '0')
-local held = redis.call('SISMEMBER', KEYS[3], id) == 1
 local heldbytes = tonumber(redis.call('GET', KEYS[5]) or '0')
-if held then
-  if heldbytes - old + size > budget then return -2 end
-elseif heldbytes + size > budget then
-  return -2
-end
+if heldbytes + size > budget then return -2 end
 local total = tonumber(redis.call('GET', KEYS[4]) or '0') - old
 -- Entries whose keys expired (their TTL) leave the index, oldest first.
 for _, gone in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
@@ -180,15 +183,9 @@ for _, victim in ipairs(victims) do
   redis.call('DEL', ARGV[6] .. victim, ARGV[7] .. victim)
 end
 total = total - freed
-if held then
-  redis.call('SET', KEYS[6], ARGV[2])
-  redis.call('SET', KEYS[7], ARGV[3])
-  redis.call('SET', KEYS[5], heldbytes - old + size)
-else
-  redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[4])
-  redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[4])
-  redis.call('ZADD', KEYS[1], now, id)
-end
+redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[1], now, id)
 redis.call('HSET', KEYS[2], id, size)
 redis.call('SET', KEYS[4], total + size)
 return 1
@@ -335,7 +332,8 @@ def _redis_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> E
     kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     kwargs.update(redis_settings.client_kwargs())
     url = settings.redis_url or redis_settings.url
-    if redis_settings.cluster and settings.redis_url is None:
+    cluster = settings.cluster if settings.cluster is not None else redis_settings.cluster
+    if cluster:
         from redis.cluster import RedisCluster
 
         client: Any = RedisCluster.from_url(url, **kwargs)
@@ -380,6 +378,8 @@ class LocalEvidenceStore:
 
     def put(self, record: EvidenceRecord, image: bytes) -> None:
         record.size = len(image)
+        if self._path(record.id, ".held").exists() and self._path(record.id, ".json").exists():
+            return  # labelled evidence is never rewritten (as in the Redis store)
         if len(image) > self.budget:
             raise EvidenceError("budget", f"evidence of {len(image)} bytes is larger than the whole budget ({self.budget} bytes)")
         if self._bytes is None or self._bytes + len(image) > self.budget:
@@ -479,6 +479,7 @@ class _Best:
     score: float
     ema: float
     jpeg: bytes
+    origin: str = ""
 
 
 @dataclass
@@ -488,6 +489,7 @@ class Prepared:
     alerts: dict[str, dict[str, str]] = field(default_factory=dict)  # raise event_id -> fields added to the event
     near_misses: list[dict[str, str]] = field(default_factory=list)  # entries of framewatch:nearmiss
     cooldowns: dict[str, tuple[str, int]] = field(default_factory=dict)  # stream -> its near miss here (kept on commit)
+    metadata: dict[str, str] = field(default_factory=dict)  # stream -> JSON of metadata its messages here carried (the stream hash keeps it)
 
 
 class EvidenceRecorder:
@@ -500,8 +502,11 @@ class EvidenceRecorder:
 
     def __init__(self, store: EvidenceStore, settings: EvidenceSettings, alert_on: float, recent_window_s: float, model: str,
                  counted: Callable[[str, str], None] = lambda what, label: None, after_alert_evidence: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 shares_scores_redis: bool = False) -> None:
         self.store = store
+        # The store lives in the scores' Redis: a batch whose scores were written proves it is back.
+        self.shares_scores_redis = shares_scores_redis
         self.settings = settings
         self.alert_on = alert_on
         self.window_ms = recent_window_s * 1000
@@ -523,22 +528,35 @@ class EvidenceRecorder:
             while len(self.metadata) > MAX_HELD_STREAMS * 5:
                 self.metadata.popitem(last=False)
 
-    def _observe(self, stream_id: str, broadcast: str, pts_ms: int, score: float, ema: float, jpeg: bytes | None) -> None:
+    def restore_metadata(self, stream_id: str, raw: str | None) -> None:
+        """The metadata the stream hash kept (``F_METADATA``), for a stream this worker has not seen
+        metadata of: producers may send it only on a broadcast's first segments, and a restart or
+        a partition moving to another worker must not leave later evidence without its text."""
+        if not raw or stream_id in self.metadata:
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            self._note_metadata(stream_id, tuple((str(k), str(v)) for k, v in data.items() if k in c.METADATA_HEADERS))
+
+    def _observe(self, stream_id: str, broadcast: str, pts_ms: int, score: float, ema: float, jpeg: bytes | None, origin: str) -> None:
         best = self.best.get(stream_id)
         if best is not None and (best.broadcast != broadcast or best.pts_ms < pts_ms - self.window_ms):
             del self.best[stream_id]  # a new broadcast, or the best frame left the window
             best = None
         if jpeg is not None and score >= self.settings.hold_above and (best is None or score > best.score):
-            self.best[stream_id] = _Best(broadcast, pts_ms, score, ema, jpeg)
+            self.best[stream_id] = _Best(broadcast, pts_ms, score, ema, jpeg, origin)
             self.best.move_to_end(stream_id)
             while len(self.best) > MAX_HELD_STREAMS:
                 self.best.popitem(last=False)
 
-    def _store(self, stream_id: str, broadcast: str, pts_ms: int, score: float, ema: float, jpeg: bytes, kind: str) -> str:
+    def _store(self, stream_id: str, broadcast: str, pts_ms: int, score: float, ema: float, jpeg: bytes, kind: str, origin: str) -> str:
         if self.monotonic() < self._skip_until:
             raise EvidenceError("error", f"the evidence store failed less than {self.BREAK_S:.0f} s ago; evidence skipped until it is retried")
         metadata = dict(self.metadata.get(stream_id, ()))
-        record = EvidenceRecord(evidence_id(stream_id, broadcast, pts_ms), stream_id, broadcast, pts_ms, round(score, 6), round(ema, 6),
+        record = EvidenceRecord(evidence_id(stream_id, broadcast, pts_ms, origin), stream_id, broadcast, pts_ms, round(score, 6), round(ema, 6),
                                 self.alert_on, self.model, int(self.clock() * 1000), kind, metadata, c.caption(metadata))
         try:
             self.store.put(record, jpeg)
@@ -550,44 +568,51 @@ class EvidenceRecorder:
         self.counted("written", kind)
         return record.id
 
-    def prepare(self, frames: Iterable[tuple[Any, bytes | None, tuple[tuple[str, str], ...]]]) -> Prepared:
+    def prepare(self, frames: Iterable[tuple[Any, bytes | None, tuple[tuple[str, str], ...], str]]) -> Prepared:
         """Evidence for one scored batch: ``frames`` are (FrameScore, JPEG or None, the message's
-        metadata) in stream order. Called before the batch is written; a retried batch writes the
-        same ids again. :meth:`commit` after the write keeps the near misses' cooldowns."""
+        metadata, the message's ``partition:offset``) in stream order. Called before the batch is
+        written; a retried batch writes the same ids again. :meth:`commit` after the write keeps
+        the near misses' cooldowns."""
         out = Prepared()
-        for score, jpeg, metadata in frames:
+        for score, jpeg, metadata, origin in frames:
             self._note_metadata(score.stream_id, metadata)
-            self._observe(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg)
+            if metadata:
+                out.metadata[score.stream_id] = json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False)
+            self._observe(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, origin)
             for event in score.events:
                 if event.event != c.ALERT_RAISE:
                     continue
                 event_id = f"{score.stream_id}/{event.broadcast}/{score.pts_ms}/{event.event}"
-                out.alerts[event_id] = self._alert(score, jpeg)
+                out.alerts[event_id] = self._alert(score, jpeg, origin)
             if not score.alert and not score.events and not score.late:
-                entry = self._near_miss(score, jpeg, out.cooldowns)
+                entry = self._near_miss(score, jpeg, out.cooldowns, origin)
                 if entry is not None:
                     out.near_misses.append(entry)
                     out.cooldowns[score.stream_id] = (score.broadcast, score.pts_ms)
         return out
 
     def commit(self, prepared: Prepared) -> None:
-        """The batch is written: its near misses start their streams' cooldowns."""
+        """The batch is written: its near misses start their streams' cooldowns; a store in the
+        same Redis is reachable again (without this, a batch retried after a short outage went
+        out without evidence for the rest of BREAK_S)."""
+        if self.shares_scores_redis:
+            self._skip_until = 0.0
         for stream_id, last in prepared.cooldowns.items():
             self.last_near_miss[stream_id] = last
             self.last_near_miss.move_to_end(stream_id)
         while len(self.last_near_miss) > MAX_HELD_STREAMS * 5:
             self.last_near_miss.popitem(last=False)
 
-    def _alert(self, score: Any, jpeg: bytes | None) -> dict[str, str]:
+    def _alert(self, score: Any, jpeg: bytes | None, origin: str) -> dict[str, str]:
         ids: list[str] = []
         try:
             if jpeg is None:
                 self.counted("failed", "no-frame")
             else:
-                ids.append(self._store(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, KIND_TRIGGER))
+                ids.append(self._store(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, KIND_TRIGGER, origin))
             best = self.best.get(score.stream_id)
             if best is not None and best.broadcast == score.broadcast and best.pts_ms != score.pts_ms:
-                ids.append(self._store(score.stream_id, best.broadcast, best.pts_ms, best.score, best.ema, best.jpeg, KIND_BEST))
+                ids.append(self._store(score.stream_id, best.broadcast, best.pts_ms, best.score, best.ema, best.jpeg, KIND_BEST, best.origin))
         except EvidenceError as exc:
             self.counted("failed", exc.reason)
             log.warning("alert evidence not stored; the alert says why", stream=score.stream_id, error=str(exc))
@@ -596,7 +621,7 @@ class EvidenceRecorder:
             self.after_alert_evidence()
         return {c.A_EVIDENCE: ",".join(ids)} if ids else {c.A_EVIDENCE_ERROR: "no frame: the decoder produced no evidence image"}
 
-    def _near_miss(self, score: Any, jpeg: bytes | None, pending: dict[str, tuple[str, int]]) -> dict[str, str] | None:
+    def _near_miss(self, score: Any, jpeg: bytes | None, pending: dict[str, tuple[str, int]], origin: str) -> dict[str, str] | None:
         s = self.settings
         if jpeg is None or s.near_miss_margin <= 0 or s.near_miss_rate <= 0:
             return None
@@ -610,7 +635,7 @@ class EvidenceRecorder:
         if int(hashlib.sha256(event_id.encode()).hexdigest()[:8], 16) / 2**32 >= s.near_miss_rate:
             return None
         try:
-            evidence = self._store(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, KIND_NEAR_MISS)
+            evidence = self._store(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, KIND_NEAR_MISS, origin)
         except EvidenceError as exc:  # a near miss without its picture is not worth a review
             self.counted("failed", exc.reason)
             return None

@@ -31,6 +31,7 @@ import numpy as np
 import redis.exceptions as rex
 
 from framewatch.logs import get_logger
+from framewatch.worker import contracts as c
 from framewatch.worker.batcher import DynamicBatcher
 from framewatch.worker.evidence import EvidenceRecorder
 from framewatch.worker.metrics import Health, WorkerMetrics
@@ -287,12 +288,14 @@ class InferenceLoop:
             self.reject(inflight, ERROR_REDIS_REJECTED, f"Redis refused the writes of stream {stream_id!r}: {error}")
 
     def _score(self, pending: list[tuple[FrameItem, float]]) -> tuple[list[ScoredFrame], list[FrameItem], Scoring,
-                                                                       list[tuple[bytes | None, tuple[tuple[str, str], ...]]]]:
+                                                                       list[tuple[bytes | None, tuple[tuple[str, str], ...], str]]]:
         unknown = list(dict.fromkeys(item.inflight.stream_id for item, _ in pending
                                      if not self.scorer.knows(item.inflight.stream_id)))
         for stream_id, (fields, state) in self.publisher.read_states(unknown).items():
             if state is None:
                 continue
+            if self.recorder is not None:
+                self.recorder.restore_metadata(stream_id, fields.get(c.F_METADATA))
             _, bad = parse_state(fields)
             if bad:
                 self.metrics.state_errors.inc(len(bad))
@@ -301,14 +304,14 @@ class InferenceLoop:
         scoring = self.scorer.begin()
         frames: list[ScoredFrame] = []
         finished: list[FrameItem] = []
-        images: list[tuple[bytes | None, tuple[tuple[str, str], ...]]] = []
+        images: list[tuple[bytes | None, tuple[tuple[str, str], ...], str]] = []
         for item, probability in pending:
             msg = item.inflight
             result = scoring.update(msg.stream_id, msg.msg_time, item.index, item.offset_ms, probability)
             finished.append(item)
             if isinstance(result, FrameScore):
                 frames.append(ScoredFrame(result, msg.msg_time.partition, msg.msg_time.offset))
-                images.append((item.evidence, msg.message.metadata))
+                images.append((item.evidence, msg.message.metadata, f"{msg.msg_time.partition}:{msg.msg_time.offset}"))
             else:
                 self._skipped(msg, result)
         return frames, finished, scoring, images

@@ -274,6 +274,7 @@ class Publisher:
                 c.F_PTS_MS: str(state.last_pts_ms if state.last_pts_ms is not None else s.pts_ms),
                 c.F_UPDATED_AT_MS: str(now_ms), c.F_MODEL: self.model_name,
                 c.F_PARTITION: str(item.partition), c.F_OFFSET: str(item.offset),
+                **({c.F_METADATA: evidence.metadata[stream_id]} if evidence is not None and stream_id in evidence.metadata else {}),
             })
             pipe.expire(key, ttl)
             pipe.expire(self.keys.history(stream_id), ttl)

@@ -222,7 +222,8 @@ class Worker:
                 self.metrics.near_misses.inc()
 
         exit_after = (lambda: os._exit(70)) if s.faults.exit_after_evidence else None
-        return EvidenceRecorder(store, s.evidence, s.scoring.alert_on, s.scoring.recent_window_s, self.engine.name, counted, exit_after)
+        return EvidenceRecorder(store, s.evidence, s.scoring.alert_on, s.scoring.recent_window_s, self.engine.name, counted, exit_after,
+                                shares_scores_redis=s.evidence.backend == "redis" and s.evidence.redis_url in (None, s.redis.url))
 
     def _connect_consumer(self) -> KafkaConsumer:
         consumer = connect_consumer(self.settings.kafka, self.stopping, self.health)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import threading
 import time
@@ -91,7 +92,11 @@ def test_evidence_is_readable_before_its_alert_and_never_in_the_score_keys(sandb
     assert picture.format == "JPEG" and picture.size == (256, 256)
     assert record.kind == "trigger" and record.stream == "cam-ev" and record.pts_ms == int(event[c.A_PTS_MS])
     assert record.metadata == META and record.text == "ranked finals, no mercy. fighting games"
-    assert record.id == evidence_id("cam-ev", event[c.A_BROADCAST], record.pts_ms)
+    # The id is the frame's stream time in its message (partition:offset): a replay names the same.
+    assert record.id in {evidence_id("cam-ev", event[c.A_BROADCAST], record.pts_ms, f"{p}:{o}") for p in range(4) for o in range(2000)}
+    # The stream hash keeps the metadata, so a restarted worker (or the next owner of the partition)
+    # gives evidence its text even when the producer sent it only with the first segments.
+    assert json.loads(client.hget(sandbox.keys.stream("cam-ev"), c.F_METADATA)) == META
     # No image bytes in the score hash, the history or the alerts: every field is short text.
     fields = list(client.hgetall(sandbox.keys.stream("cam-ev")).values())
     fields += [v for _, f in client.xrange(sandbox.keys.history("cam-ev")) for v in f.values()]
@@ -217,6 +222,19 @@ def test_the_budget_keeps_evidence_from_pushing_out_scores(tmp_path: Path) -> No
         assert sum(client.exists(k) for k in lost + kept) < len(lost) + len(kept), "without a budget, LRU should have evicted scores"
     finally:
         stop_pid(server.pid)
+
+
+def test_labelled_evidence_is_never_rewritten(services: Any, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(services.redis_url)
+    record = EvidenceRecord(evidence_id("cam", "1", 0), "cam", "1", 0, 0.9, 0.8, 0.7, "m", 0, "trigger")
+    for store in (RedisEvidenceStore(client, f"t{time.time_ns()}:evidence", 3600, 1_000_000), LocalEvidenceStore(tmp_path, 3600, 1_000_000)):
+        store.put(record, b"the frame a moderator labelled")
+        store.hold([record.id])
+        store.put(record, b"another frame under the same id")
+        assert store.get(record.id)[1] == b"the frame a moderator labelled", store  # type: ignore[index]
+        store.release([record.id])
+        store.put(record, b"rewritten once released")
+        assert store.get(record.id)[1] == b"rewritten once released", store  # type: ignore[index]
 
 
 def test_local_store_retention_budget_and_hold(tmp_path: Path) -> None:

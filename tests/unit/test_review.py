@@ -90,8 +90,8 @@ def test_an_alert_names_its_raising_frame_and_the_best_of_its_window(tmp_path: P
     recorder, store, counted = _recorder(tmp_path)
     title = ((c.HEADER_STREAM_TITLE, "finals"),)
     # The first message names the stream; a later one without metadata keeps it.
-    prepared = recorder.prepare([(_frame(0, 0.2, 0.2), b"j0", title), (_frame(1000, 0.95, 0.5), b"j1", ()),
-                                 (_frame(2000, 0.8, 0.72, raise_=True), b"j2", ())])
+    prepared = recorder.prepare([(_frame(0, 0.2, 0.2), b"j0", title, ""), (_frame(1000, 0.95, 0.5), b"j1", (), ""),
+                                 (_frame(2000, 0.8, 0.72, raise_=True), b"j2", (), "")])
     fields = prepared.alerts["cam/1/2000/raise"]
     ids = fields[c.A_EVIDENCE].split(",")
     assert ids == [evidence_id("cam", "1", 2000), evidence_id("cam", "1", 1000)]
@@ -101,29 +101,55 @@ def test_an_alert_names_its_raising_frame_and_the_best_of_its_window(tmp_path: P
     assert trigger[0].metadata == {c.HEADER_STREAM_TITLE: "finals"} and trigger[0].text == "finals"
     assert counted == [("written", "trigger"), ("written", "best")]
     # The best frame left the window (60 s), or a new broadcast began: only the raising frame.
-    late = recorder.prepare([(_frame(70_000, 0.75, 0.71, raise_=True), b"j3", ())]).alerts["cam/1/70000/raise"]
+    late = recorder.prepare([(_frame(70_000, 0.75, 0.71, raise_=True), b"j3", (), "")]).alerts["cam/1/70000/raise"]
     assert late[c.A_EVIDENCE] == evidence_id("cam", "1", 70_000)
-    recorder.prepare([(_frame(71_000, 0.99, 0.8, alert=True), b"j4", ())])
-    fresh = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="2"), b"j5", ())]).alerts["cam/2/0/raise"]
+    recorder.prepare([(_frame(71_000, 0.99, 0.8, alert=True), b"j4", (), "")])
+    fresh = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="2"), b"j5", (), "")]).alerts["cam/2/0/raise"]
     assert fresh[c.A_EVIDENCE] == evidence_id("cam", "2", 0)
+
+
+def test_metadata_kept_in_the_stream_hash_comes_back_after_a_restart(tmp_path: Path) -> None:
+    import json
+
+    recorder, store, _ = _recorder(tmp_path)
+    kept = recorder.prepare([(_frame(0, 0.2, 0.2), b"j", ((c.HEADER_STREAM_TITLE, "finals"),), "0:1")]).metadata["cam"]
+    restarted, store, _ = _recorder(tmp_path)  # a new worker: nothing in memory, the hash has the JSON
+    restarted.restore_metadata("cam", kept)
+    restarted.restore_metadata("cam", json.dumps({c.HEADER_STREAM_TITLE: "older", "not-a-header": "x"}))  # known already: kept
+    restarted.restore_metadata("other", "{not json")  # unreadable: ignored
+    ids = restarted.prepare([(_frame(1000, 0.9, 0.9, raise_=True), b"j", (), "0:2")]).alerts["cam/1/1000/raise"][c.A_EVIDENCE]
+    record = store.record(ids.split(",")[0])
+    assert record is not None and record.text == "finals" and record.metadata == {c.HEADER_STREAM_TITLE: "finals"}
+
+
+def test_the_same_stream_time_from_another_message_is_other_evidence(tmp_path: Path) -> None:
+    """A stream back after its state expired starts again at broadcast 1, stream time 0: its frames
+    get new ids (from the message's partition:offset), and a replay of a message the same ones."""
+    recorder, store, _ = _recorder(tmp_path)
+    first = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"day one", (), "0:5")]).alerts["cam/1/0/raise"][c.A_EVIDENCE]
+    store.hold([first])
+    replay = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"day one", (), "0:5")]).alerts["cam/1/0/raise"][c.A_EVIDENCE]
+    later = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"day three", (), "0:9000")]).alerts["cam/1/0/raise"][c.A_EVIDENCE]
+    assert replay == first != later
+    assert store.get(first)[1] == b"day one" and store.get(later)[1] == b"day three"  # type: ignore[index]
 
 
 def test_evidence_that_cannot_be_stored_is_said_in_the_alert(tmp_path: Path) -> None:
     recorder, store, counted = _recorder(tmp_path)
     store.budget = 1  # nothing fits
-    fields = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"jpeg", ())]).alerts["cam/1/0/raise"]
+    fields = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"jpeg", (), "")]).alerts["cam/1/0/raise"]
     assert fields[c.A_EVIDENCE] == "" and "budget" in fields[c.A_EVIDENCE_ERROR]
     assert ("failed", "budget") in counted
     fresh, _, _ = _recorder(tmp_path / "fresh")
-    no_frame = fresh.prepare([(_frame(1000, 0.9, 0.9, raise_=True), None, ())]).alerts["cam/1/1000/raise"]
+    no_frame = fresh.prepare([(_frame(1000, 0.9, 0.9, raise_=True), None, (), "")]).alerts["cam/1/1000/raise"]
     assert "no frame" in no_frame[c.A_EVIDENCE_ERROR] and c.A_EVIDENCE not in no_frame
 
 
 def test_near_misses_are_sampled_by_identity_with_a_cooldown(tmp_path: Path) -> None:
     recorder, store, counted = _recorder(tmp_path / "a", near_miss_rate=1.0, near_miss_margin=0.15, near_miss_cooldown_s=10)
-    frames = [(_frame(t * 1000, 0.6, ema), b"j", ()) for t, ema in enumerate([0.5, 0.56, 0.6, 0.62, 0.65])]
-    frames += [(_frame(20_000, 0.6, 0.6, alert=True), b"j", ())]  # an open alert is not a near miss
-    frames += [(_frame(30_000, 0.6, 0.6), b"j", ())]  # past the cooldown: another
+    frames = [(_frame(t * 1000, 0.6, ema), b"j", (), "") for t, ema in enumerate([0.5, 0.56, 0.6, 0.62, 0.65])]
+    frames += [(_frame(20_000, 0.6, 0.6, alert=True), b"j", (), "")]  # an open alert is not a near miss
+    frames += [(_frame(30_000, 0.6, 0.6), b"j", (), "")]  # past the cooldown: another
     entries = recorder.prepare(frames).near_misses
     assert [int(e[c.N_PTS_MS]) for e in entries] == [1000, 30_000]
     assert counted.count(("near-miss", "")) == 2 and counted.count(("written", "near-miss")) == 2
@@ -132,7 +158,7 @@ def test_near_misses_are_sampled_by_identity_with_a_cooldown(tmp_path: Path) -> 
     picks = []
     for run in range(2):
         again, _, _ = _recorder(tmp_path / f"r{run}", near_miss_rate=0.3, near_miss_cooldown_s=0)
-        picks.append([int(e[c.N_PTS_MS]) for e in again.prepare([(_frame(t, 0.6, 0.6), b"j", ()) for t in range(0, 400_000, 1000)]).near_misses])
+        picks.append([int(e[c.N_PTS_MS]) for e in again.prepare([(_frame(t, 0.6, 0.6), b"j", (), "") for t in range(0, 400_000, 1000)]).near_misses])
     assert picks[0] == picks[1] and 80 < len(picks[0]) < 160
     off, _, _ = _recorder(tmp_path / "off", near_miss_rate=0.0)
     assert off.prepare(frames).near_misses == []
@@ -293,24 +319,31 @@ def test_an_unreachable_store_never_holds_an_alert_back(tmp_path: Path) -> None:
     recorder = EvidenceRecorder(dead, EvidenceSettings(), 0.7, 60, "m", counted=lambda w, label: counted.append((w, label)),
                                 monotonic=lambda: now[0])
     started = time.monotonic()
-    first = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"j", ())]).alerts["cam/1/0/raise"]
+    first = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"j", (), "")]).alerts["cam/1/0/raise"]
     assert "ConnectionError" in first[c.A_EVIDENCE_ERROR] and ("failed", "error") in counted
-    second = recorder.prepare([(_frame(90_000, 0.9, 0.9, raise_=True, broadcast="2"), b"j", ())]).alerts["cam/2/90000/raise"]
+    second = recorder.prepare([(_frame(90_000, 0.9, 0.9, raise_=True, broadcast="2"), b"j", (), "")]).alerts["cam/2/90000/raise"]
     assert "skipped" in second[c.A_EVIDENCE_ERROR]  # not tried again inside the break
     assert time.monotonic() - started < 5
+    # A store in the scores' Redis: a batch whose scores were written ends the break (a retried
+    # batch after a short outage gets its evidence instead of "skipped").
+    shared = EvidenceRecorder(dead, EvidenceSettings(), 0.7, 60, "m", monotonic=lambda: now[0], shares_scores_redis=True)
+    shared.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"j", (), "")])
+    shared.commit(shared.prepare([]))
+    again = shared.prepare([(_frame(90_000, 0.9, 0.9, raise_=True, broadcast="2"), b"j", (), "")]).alerts["cam/2/90000/raise"]
+    assert "ConnectionError" in again[c.A_EVIDENCE_ERROR]  # tried again, not skipped
     now[0] += EvidenceRecorder.BREAK_S + 1
-    third = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="3"), b"j", ())]).alerts["cam/3/0/raise"]
+    third = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="3"), b"j", (), "")]).alerts["cam/3/0/raise"]
     assert "ConnectionError" in third[c.A_EVIDENCE_ERROR]  # tried again after it
 
 
 def test_a_retried_batch_queues_its_near_miss_again(tmp_path: Path) -> None:
     recorder, _, _ = _recorder(tmp_path, near_miss_rate=1.0, near_miss_cooldown_s=60)
-    batch = [(_frame(1000, 0.6, 0.6), b"j", ())]
+    batch = [(_frame(1000, 0.6, 0.6), b"j", (), "")]
     first = recorder.prepare(batch)
     again = recorder.prepare(batch)  # the write failed: the same batch is prepared again
     assert len(first.near_misses) == len(again.near_misses) == 1
     recorder.commit(again)
-    assert recorder.prepare([(_frame(2000, 0.6, 0.6), b"j", ())]).near_misses == []  # written: the cooldown runs
+    assert recorder.prepare([(_frame(2000, 0.6, 0.6), b"j", (), "")]).near_misses == []  # written: the cooldown runs
 
 
 def test_the_held_out_comparison_resamples_streams_and_says_when_there_are_too_few() -> None:
@@ -383,3 +416,17 @@ def test_origins_compare_by_host_and_port_not_by_spelling() -> None:
     assert safe_next("/review/alert/1-0?x=1") == "/review/alert/1-0?x=1"
     for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", "/a\nb", "", "javascript:alert(1)"):
         assert safe_next(hostile) == "/", hostile
+
+
+def test_the_evidence_redis_is_a_cluster_when_its_setting_says_so(services: Any) -> None:
+    """evidence.cluster decides the client whatever redis.cluster is (default: redis.cluster)."""
+    import redis
+    from redis.exceptions import RedisClusterException
+
+    from framewatch.config import RedisSettings
+    from framewatch.worker.evidence import open_store
+
+    plain = open_store(EvidenceSettings(backend="redis", redis_url=services.redis_url, cluster=False), RedisSettings(cluster=True))
+    assert plain is not None and type(plain.client) is redis.Redis  # type: ignore[attr-defined]
+    with pytest.raises(RedisClusterException):  # a cluster client asks the (plain) server for its slots
+        open_store(EvidenceSettings(backend="redis", redis_url=services.redis_url, cluster=True), RedisSettings())
