@@ -151,7 +151,10 @@ def _metadata(headers: dict[str, bytes]) -> tuple[tuple[str, str], ...]:
         raw = headers.get(name)
         if not raw:
             continue
-        text = raw[:MAX_METADATA_BYTES].decode("utf-8", "replace")
+        # Decoded, then cut to the limit in UTF-8 at a character boundary: cutting the bytes first
+        # left half a character (a trailing U+FFFD), and replacement characters (3 bytes each)
+        # could make a "1 KiB" header 3 KiB.
+        text = raw[:MAX_METADATA_BYTES * 2].decode("utf-8", "replace").encode()[:MAX_METADATA_BYTES].decode("utf-8", "ignore")
         text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
         if text:
             out.append((name, text))

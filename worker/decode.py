@@ -400,8 +400,9 @@ class EvidenceEncoder:
 
     def size(self, width: int, height: int) -> tuple[int, int]:
         scale = min(1.0, self.long_side / max(width, height))
-        # Even sizes: 4:2:0 JPEG halves the chroma planes.
-        return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+        # Even sizes: 4:2:0 JPEG halves the chroma planes; capped so an odd long_side is never exceeded.
+        cap = max(2, self.long_side // 2 * 2)
+        return min(cap, max(2, round(width * scale / 2) * 2)), min(cap, max(2, round(height * scale / 2) * 2))
 
     def encode(self, frame: av.VideoFrame) -> bytes:
         width, height = self.size(frame.width, frame.height)

@@ -168,7 +168,9 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local victims, freed = {}, 0
 if total + size > budget then
   local young = now - tonumber(ARGV[8])
-  for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', young)) do
+  -- At most 256 candidates: the scan stays O(1) in the index's size (a full store of 60 000
+  -- entries blocked Redis ~33 ms a put without the LIMIT); 256 of the oldest free any sane frame.
+  for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', young, 'LIMIT', 0, 256)) do
     if victim ~= id and redis.call('SISMEMBER', KEYS[3], victim) == 0 then
       table.insert(victims, victim)
       freed = freed + tonumber(redis.call('HGET', KEYS[2], victim) or '0')
@@ -209,18 +211,28 @@ end
 return n
 """
 
-# ARGV: image prefix, meta prefix, now ms, retention ms, then ids. Back under retention (counted from
-# when the evidence was written, at least a minute) and into the eviction order.
+# ARGV: image prefix, meta prefix, (unused), retention ms, then ids. Back under retention (counted
+# from when the evidence was written, at least a minute) and into the eviction order; times by the
+# server's clock (a writer's clock ahead of it cannot make exported evidence outlive newer).
+# A record that cannot be read is treated as gone: decoded before anything changes.
 _RELEASE = """
 local n = 0
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 for i = 5, #ARGV do
   local id = ARGV[i]
-  if redis.call('SREM', KEYS[3], id) == 1 then
-    redis.call('DECRBY', KEYS[5], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
+  if redis.call('SISMEMBER', KEYS[3], id) == 1 then
     local meta = redis.call('GET', ARGV[2] .. id)
-    if meta and redis.call('EXISTS', ARGV[1] .. id) == 1 then
-      local at = tonumber(cjson.decode(meta)['at_ms'])
-      local left = math.max(60000, at + tonumber(ARGV[4]) - tonumber(ARGV[3]))
+    local at = nil
+    if meta then
+      local ok, data = pcall(cjson.decode, meta)
+      if ok and type(data) == 'table' then at = tonumber(data['at_ms']) end
+    end
+    redis.call('SREM', KEYS[3], id)
+    redis.call('DECRBY', KEYS[5], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
+    if at and redis.call('EXISTS', ARGV[1] .. id) == 1 then
+      at = math.min(at, now)
+      local left = math.max(60000, at + tonumber(ARGV[4]) - now)
       redis.call('PEXPIRE', ARGV[1] .. id, left)
       redis.call('PEXPIRE', ARGV[2] .. id, left)
       -- Back in the eviction order at the time it was written: exported evidence goes first.
@@ -355,11 +367,13 @@ class LocalEvidenceStore:
 
     name = "local"
 
-    def __init__(self, root: Path, retention_s: int, budget_bytes: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, root: Path, retention_s: int, budget_bytes: int, clock: Callable[[], float] = time.time,
+                 grace_s: float = 10.0) -> None:
         self.root = Path(root)
         self.retention_s = retention_s
         self.budget = budget_bytes
         self.clock = clock
+        self.grace_s = grace_s
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -385,7 +399,8 @@ class LocalEvidenceStore:
         if self._bytes is None or self._bytes + len(image) > self.budget:
             self.sweep(room=len(image))
             if self._bytes is not None and self._bytes + len(image) > self.budget:
-                raise EvidenceError("budget", "labelled evidence waiting for `framewatch feedback export` fills the budget")
+                raise EvidenceError("budget", "labelled evidence waiting for `framewatch feedback export`, and evidence younger "
+                                    f"than {self.grace_s:g} s that alerts may be about to name, fill the budget")
         try:
             self._write(self._path(record.id, ".jpg"), image)
             self._write(self._path(record.id, ".json"), record.to_json().encode())
@@ -412,7 +427,7 @@ class LocalEvidenceStore:
 
     def hold(self, ids: Iterable[str]) -> None:
         for evidence in ids:
-            if valid_id(evidence):
+            if valid_id(evidence) and self._path(evidence, ".json").exists():  # a gone id is never held
                 self._write(self._path(evidence, ".held"), b"")
 
     def release(self, ids: Iterable[str]) -> None:
@@ -439,16 +454,21 @@ class LocalEvidenceStore:
                 self._path(evidence, suffix).unlink()
 
     def sweep(self, room: int = 0) -> int:
-        """Deletes unheld evidence past retention, then the oldest unheld while the store (plus
-        ``room`` bytes about to be written) is over its budget."""
-        cutoff = self.clock() - self.retention_s
+        """Deletes unheld evidence past retention, then, when ``room`` bytes are to be written,
+        the oldest unheld until a tenth of the budget is free beyond them — so the directory is
+        scanned once per tenth of the budget, not at every put of a full store (404 ms a put at
+        10 000 files) — but nothing younger than the grace: an alert may be about to name it (a
+        put sweeping away the trigger frame its own alert named milliseconds earlier)."""
+        now = self.clock()
+        cutoff, young = now - self.retention_s, now - self.grace_s
+        target = self.budget - room - (self.budget // 10 if room else 0)
         entries = self._entries()
         removed = 0
         total = sum(size for _, _, size, _ in entries)
         for written, evidence, size, held in entries:
             if held:
                 continue
-            if written < cutoff or total + room > self.budget:
+            if written < cutoff or (room and total > target and written < young):
                 self._delete(evidence)
                 total -= size
                 removed += 1
@@ -521,9 +541,12 @@ class EvidenceRecorder:
         self._skip_until = 0.0
 
     def _note_metadata(self, stream_id: str, metadata: tuple[tuple[str, str], ...]) -> None:
-        """The latest metadata of a stream (a message without metadata headers keeps the last)."""
+        """The latest metadata of a stream, header by header: a message without a header keeps its
+        last value (one that sends only a new category keeps the title)."""
         if metadata:
-            self.metadata[stream_id] = metadata
+            merged = dict(self.metadata.get(stream_id, ()))
+            merged.update(metadata)
+            self.metadata[stream_id] = tuple((name, merged[name]) for name in c.METADATA_HEADERS if name in merged)
             self.metadata.move_to_end(stream_id)
             while len(self.metadata) > MAX_HELD_STREAMS * 5:
                 self.metadata.popitem(last=False)
@@ -577,7 +600,7 @@ class EvidenceRecorder:
         for score, jpeg, metadata, origin in frames:
             self._note_metadata(score.stream_id, metadata)
             if metadata:
-                out.metadata[score.stream_id] = json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False)
+                out.metadata[score.stream_id] = json.dumps(dict(self.metadata[score.stream_id]), separators=(",", ":"), ensure_ascii=False)
             self._observe(score.stream_id, score.broadcast, score.pts_ms, score.score, score.ema, jpeg, origin)
             for event in score.events:
                 if event.event != c.ALERT_RAISE:

@@ -180,6 +180,7 @@ def export_feedback(review: Review, out: Path, since: str | None = None, test_fr
     for evidence in [e for e, got in found.items() if got is None]:
         counts["missing_evidence"] += 1
         frames.pop(evidence)
+        released.add(evidence)  # half gone (a maxmemory policy took a key): the release clears the rest and its hold
     stream_labels: dict[str, list[str]] = {}
     for label, d in frames.values():
         stream_labels.setdefault(d.stream, []).append(label)

@@ -237,6 +237,20 @@ def test_labelled_evidence_is_never_rewritten(services: Any, tmp_path: Path) -> 
         assert store.get(record.id)[1] == b"rewritten once released", store  # type: ignore[index]
 
 
+def test_a_release_clears_evidence_whose_record_cannot_be_read(services: Any) -> None:
+    client = redis.Redis.from_url(services.redis_url)
+    prefix = f"t{time.time_ns()}:evidence"
+    store = RedisEvidenceStore(client, prefix, 3600, 1_000_000)
+    record = EvidenceRecord(evidence_id("cam", "1", 0), "cam", "1", 0, 0.9, 0.8, 0.7, "m", 0, "trigger")
+    store.put(record, b"x" * 1000)
+    store.hold([record.id])
+    client.set(f"{prefix}:{{ev}}:meta:{record.id}", b"{not json")  # corrupt or foreign data
+    store.release([record.id])  # a script error here used to leave the keys forever, untracked
+    usage = store.usage()
+    assert usage["held"] == 0 and usage["held_bytes"] == 0 and usage["bytes"] == 0
+    assert not client.exists(f"{prefix}:{{ev}}:img:{record.id}", f"{prefix}:{{ev}}:meta:{record.id}")
+
+
 def test_local_store_retention_budget_and_hold(tmp_path: Path) -> None:
     now = [1_000_000.0]
     store = LocalEvidenceStore(tmp_path / "ev", retention_s=60, budget_bytes=25_000, clock=lambda: now[0])
@@ -252,6 +266,12 @@ def test_local_store_retention_budget_and_hold(tmp_path: Path) -> None:
     assert store.get(records[0].id) is not None and store.get(records[1].id) is None
     assert store.get("../../etc/passwd") is None and store.record("0" * 31 + "g") is None
     store.put(records[2], image)
+    # records[2] was written just now: an alert may be about to name it, so the grace protects it.
+    with pytest.raises(EvidenceError, match="younger than"):
+        store.put(records[3], image)
+    assert store.get(records[2].id) is not None
+    path = tmp_path / "ev" / records[2].id[:2] / f"{records[2].id}.jpg"
+    os.utime(path, (now[0] - 30, now[0] - 30))  # past the grace, within retention
     store.put(records[3], image)  # over the budget: the oldest unheld (records[2]) makes room
     assert store.get(records[2].id) is None and store.get(records[3].id) is not None and store.get(records[0].id) is not None
     usage = store.usage()

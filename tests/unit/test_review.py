@@ -58,6 +58,7 @@ def test_evidence_frames_keep_the_aspect_never_grow_and_are_jpeg() -> None:
     assert enc.size(1920, 1080) == (480, 270) and enc.size(1080, 1920) == (270, 480)
     assert enc.size(320, 240) == (320, 240)  # smaller sources are not enlarged
     assert enc.size(641, 361) == (480, 270)  # even sizes for 4:2:0
+    assert EvidenceEncoder(483, 4).size(1920, 1080) == (482, 272)  # an odd long side is never exceeded
     frames = [np.full((180, 320, 3), i * 10, np.uint8) for i in range(20)]
     payload, content_type = encode_segment(frames, 10.0, "mpegts")
     plain = decode_segment(DecodeRequest(payload, content_type, 64, 64, segment_start_ms=0, segment_duration_ms=2000))
@@ -120,6 +121,21 @@ def test_metadata_kept_in_the_stream_hash_comes_back_after_a_restart(tmp_path: P
     ids = restarted.prepare([(_frame(1000, 0.9, 0.9, raise_=True), b"j", (), "0:2")]).alerts["cam/1/1000/raise"][c.A_EVIDENCE]
     record = store.record(ids.split(",")[0])
     assert record is not None and record.text == "finals" and record.metadata == {c.HEADER_STREAM_TITLE: "finals"}
+
+
+def test_metadata_headers_are_merged_one_by_one_and_cut_at_a_character(tmp_path: Path) -> None:
+    from framewatch.worker.contracts import MAX_METADATA_BYTES, _metadata
+
+    recorder, store, _ = _recorder(tmp_path)
+    recorder.prepare([(_frame(0, 0.2, 0.2), b"j", ((c.HEADER_STREAM_TITLE, "finals"), (c.HEADER_STREAM_CATEGORY, "games")), "0:1")])
+    recorder.prepare([(_frame(1000, 0.2, 0.2), b"j", ((c.HEADER_STREAM_CATEGORY, "sports"),), "0:2")])  # only a new category
+    ids = recorder.prepare([(_frame(2000, 0.9, 0.9, raise_=True), b"j", (), "0:3")]).alerts["cam/1/2000/raise"][c.A_EVIDENCE]
+    record = store.record(ids.split(",")[0])
+    assert record is not None and record.text == "finals. sports"
+    for raw in ("é".encode() * 600, b"\xff" * 2000):
+        text = dict(_metadata({c.HEADER_STREAM_TITLE: raw}))[c.HEADER_STREAM_TITLE]
+        assert len(text.encode()) <= MAX_METADATA_BYTES and text.strip("é\ufffd") == ""
+    assert dict(_metadata({c.HEADER_STREAM_TITLE: "é".encode() * 600}))[c.HEADER_STREAM_TITLE].endswith("é")
 
 
 def test_the_same_stream_time_from_another_message_is_other_evidence(tmp_path: Path) -> None:
@@ -288,19 +304,22 @@ def test_decisions_made_during_an_export_keep_their_evidence_held(services: Any,
     store = LocalEvidenceStore(tmp_path / "evidence", 3600, 10**8)
     review = Review(redis.Redis.from_url(services.redis_url), f"ex{time.time_ns()}", store)
     items = []
-    for n in range(6):
+    for n in range(8):
         stream = f"cam-{n}"
         eid = evidence_id(stream, "1", 1000)
         store.put(EvidenceRecord(eid, stream, "1", 1000, 0.9, 0.8, 0.7, "m", 0, "trigger", text=f"stream {n}"), b"\xff\xd8 a jpeg")
         items.append(Item("alert", f"{n + 1}-0", f"{stream}/1/1000/raise", stream, "1", 1000, 0, 0.8, 0.9, 0.7, "m", "", [eid]))
-        review.decide(items[-1], "ana", "violent" if n < 3 else "not-violent")
+        review.decide(items[-1], "ana", "violent" if n < 4 else "not-violent")
+    # Half gone (its record lost): not exported, and its hold is cleared rather than kept forever.
+    store._path(items[3].evidence[0], ".json").unlink()
 
     def meanwhile(number: int, total: int) -> None:
         if number == 1:  # a second reviewer disagrees while the export runs
             review.decide(items[0], "ben", "not-violent")
 
     summary = export_feedback(review, tmp_path / "out", progress=meanwhile)
-    assert summary["exported_items"] == 6 and summary["decided_during_export"] == 1
+    assert summary["exported_items"] == 7 and summary["decided_during_export"] == 1 and summary["missing_evidence"] == 1
+    assert not store._path(items[3].evidence[0], ".held").exists()
     assert store._path(items[0].evidence[0], ".held").exists()  # a conflict now: held for the next export
     assert not store._path(items[1].evidence[0], ".held").exists()  # exported and released
 
