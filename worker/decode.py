@@ -419,6 +419,21 @@ class EvidenceEncoder:
         return b"".join(bytes(p) for p in self.context.encode(small))
 
 
+def _upright(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame as it is meant to be seen: a display matrix (a phone's portrait video, stored
+    landscape) is applied as FFmpeg's autorotate does, so the model and the evidence see the
+    picture upright, not sideways. PyAV's ``rotation`` is counterclockwise degrees; checked
+    against ``ffmpeg -i`` (autorotate) on a ``rotate=90`` MP4. Costs an RGB copy, on rotated
+    streams only."""
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    if turns == 0:
+        return frame
+    turned: np.ndarray[Any, np.dtype[np.uint8]] = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns), dtype=np.uint8)
+    upright = av.VideoFrame.from_ndarray(turned, format="rgb24")
+    upright.pts, upright.time_base = frame.pts, frame.time_base
+    return upright
+
+
 def _decode_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream, request: DecodeRequest, started: float) -> DecodeResult:
     limits = request.limits
     period_ms = 1000.0 / request.sample_fps
@@ -488,6 +503,7 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
         else:
             keep = True
         if keep:
+            frame = _upright(frame)
             rgb = frame.reformat(width=request.width, height=request.height, format="rgb24", interpolation=interpolation)
             jpeg = evidence.encode(frame) if evidence is not None else None
             frames.append(SampledFrame(pts_ms, rgb.to_ndarray(), jpeg))

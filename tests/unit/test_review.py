@@ -70,6 +70,28 @@ def test_evidence_frames_keep_the_aspect_never_grow_and_are_jpeg() -> None:
         assert picture.format == "JPEG" and picture.size == (240, 136)
 
 
+def test_a_rotated_video_is_seen_upright_by_the_model_and_the_moderator() -> None:
+    """A phone's portrait video is stored landscape with a display matrix: decoded as FFmpeg's
+    autorotate shows it (checked against `ffmpeg -i` on a rotate=90 MP4), not sideways."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        stream.set_display_rotation(90)  # counterclockwise, as a phone held upright records
+        left_white = np.zeros((180, 320, 3), np.uint8)
+        left_white[:, :160] = 255
+        for _ in range(20):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(left_white, format="rgb24")))
+        out.mux(stream.encode())
+    result = decode_segment(DecodeRequest(buf.getvalue(), "video/mp4", 64, 64, segment_start_ms=0, segment_duration_ms=2000,
+                                          evidence_long_side=240))
+    pixels = result.frames[0].pixels
+    assert pixels[:32].mean() < 20 and pixels[32:].mean() > 235  # the left half, turned a quarter counterclockwise, is the bottom
+    assert Image.open(io.BytesIO(result.frames[0].evidence or b"")).size == (136, 240)  # portrait evidence
+
+
 # --- the recorder -------------------------------------------------------------------------
 
 
