@@ -201,7 +201,7 @@ class EvidenceSettings(_Section):
     redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://", description="Evidence Redis (a separate database or "
                                   "instance keeps it apart from the scores); default: redis.url with redis's credentials.")
     cluster: bool | None = Field(None, description="Whether the evidence Redis is a Redis Cluster; default: redis.cluster "
-                                 "(set it when evidence.redis_url points at an instance of the other kind).")
+                                 "for the scores' Redis, false for a separate evidence.redis_url (set it when that is a cluster).")
     prefix: str = Field("framewatch:evidence", pattern=r"^[A-Za-z0-9_.:\-]+$", description="Key prefix of the Redis backend.")
     dir: Path = Field(Path("evidence"), description="Directory of the local backend.")
     retention_s: int = Field(7 * 24 * 3600, ge=60, description="Evidence is deleted this long after it was written, unless a "

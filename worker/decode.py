@@ -419,13 +419,19 @@ class EvidenceEncoder:
         return b"".join(bytes(p) for p in self.context.encode(small))
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns that show the frame upright (its display matrix; PyAV's
+    ``rotation`` is counterclockwise degrees; 0 where PyAV does not say)."""
+    return round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+
+
 def _upright(frame: av.VideoFrame) -> av.VideoFrame:
     """The frame as it is meant to be seen: a display matrix (a phone's portrait video, stored
     landscape) is applied as FFmpeg's autorotate does, so the model and the evidence see the
     picture upright, not sideways. PyAV's ``rotation`` is counterclockwise degrees; checked
     against ``ffmpeg -i`` (autorotate) on a ``rotate=90`` MP4. Costs an RGB copy, on rotated
     streams only."""
-    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    turns = quarter_turns(frame)
     if turns == 0:
         return frame
     turned: np.ndarray[Any, np.dtype[np.uint8]] = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns), dtype=np.uint8)

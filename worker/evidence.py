@@ -193,7 +193,8 @@ redis.call('SET', KEYS[4], total + size)
 return 1
 """
 
-# KEYS: the five, then image and meta of each id. ARGV: image prefix, meta prefix, then ids.
+# KEYS: the five (image and meta keys are built from the prefixes: one hash tag keeps them in the
+# same slot on a cluster). ARGV: image prefix, meta prefix, then ids.
 # Only evidence that exists is held (a gone id never lingers in the set).
 _HOLD = """
 local n = 0
@@ -288,7 +289,8 @@ class RedisEvidenceStore:
         if outcome == -2:
             raise EvidenceError("budget", "labelled evidence waiting for `framewatch feedback export` fills the budget")
         if outcome == -3:
-            raise EvidenceError("budget", "the budget is full of evidence younger than its grace period: raise evidence.budget_mb")
+            raise EvidenceError("budget", "no room: the evictable evidence is younger than its grace period, or more than the 256 "
+                                "oldest entries would have to go for this one; raise evidence.budget_mb")
 
     def get(self, evidence: str) -> tuple[EvidenceRecord, bytes] | None:
         meta, image = self.client.mget([self._meta(evidence), self._image(evidence)])
@@ -344,7 +346,9 @@ def _redis_store(settings: EvidenceSettings, redis_settings: RedisSettings) -> E
     kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     kwargs.update(redis_settings.client_kwargs())
     url = settings.redis_url or redis_settings.url
-    cluster = settings.cluster if settings.cluster is not None else redis_settings.cluster
+    # Default: the scores' kind for the scores' Redis; a separate evidence.redis_url is a plain
+    # instance unless evidence.cluster says otherwise (as before the setting existed).
+    cluster = settings.cluster if settings.cluster is not None else (redis_settings.cluster and settings.redis_url is None)
     if cluster:
         from redis.cluster import RedisCluster
 
@@ -363,7 +367,8 @@ register_store("redis", _redis_store)
 class LocalEvidenceStore:
     """Evidence as files: ``DIR/ab/<id>.jpg`` and ``<id>.json`` (written last: the record is what
     makes evidence visible), ``<id>.held`` while labelled. :meth:`sweep` (the worker calls it now
-    and then) deletes what is past retention and, over the budget, the oldest unheld first."""
+    and then) deletes what is past retention; a put that would pass the budget sweeps the oldest
+    unheld first (see :meth:`sweep`)."""
 
     name = "local"
 
@@ -539,13 +544,17 @@ class EvidenceRecorder:
         self.metadata: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
         self.last_near_miss: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._skip_until = 0.0
+        self._skip_clears = False
 
     def _note_metadata(self, stream_id: str, metadata: tuple[tuple[str, str], ...]) -> None:
         """The latest metadata of a stream, header by header: a message without a header keeps its
         last value (one that sends only a new category keeps the title)."""
         if metadata:
             merged = dict(self.metadata.get(stream_id, ()))
-            merged.update(metadata)
+            new = dict(metadata)
+            if c.HEADER_CAPTION not in new and (c.HEADER_STREAM_TITLE in new or c.HEADER_STREAM_CATEGORY in new):
+                merged.pop(c.HEADER_CAPTION, None)  # a caption wins over title and category: a newer title must not lose to an old caption
+            merged.update(new)
             self.metadata[stream_id] = tuple((name, merged[name]) for name in c.METADATA_HEADERS if name in merged)
             self.metadata.move_to_end(stream_id)
             while len(self.metadata) > MAX_HELD_STREAMS * 5:
@@ -587,6 +596,9 @@ class EvidenceRecorder:
             raise
         except Exception as exc:  # unreachable, timing out: skip the store for a while
             self._skip_until = self.monotonic() + self.BREAK_S
+            # A written batch proves a refused or dropped connection is back, not that a store
+            # that timed out answers in time now (slow Redis: scores in 5 s, evidence not in 2).
+            self._skip_clears = "Timeout" not in type(exc).__name__
             raise EvidenceError("error", f"{exc.__class__.__name__}: {exc}") from exc
         self.counted("written", kind)
         return record.id
@@ -618,7 +630,7 @@ class EvidenceRecorder:
         """The batch is written: its near misses start their streams' cooldowns; a store in the
         same Redis is reachable again (without this, a batch retried after a short outage went
         out without evidence for the rest of BREAK_S)."""
-        if self.shares_scores_redis:
+        if self.shares_scores_redis and self._skip_clears:
             self._skip_until = 0.0
         for stream_id, last in prepared.cooldowns.items():
             self.last_near_miss[stream_id] = last

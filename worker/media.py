@@ -76,6 +76,10 @@ def encode_image(pixels: np.ndarray, fmt: str = "jpeg") -> tuple[bytes, str]:
 
 def read_video(path: Path) -> tuple[Iterator[tuple[float, np.ndarray]], float, tuple[int, int]]:
     """Decoded RGB frames of a video file with their times; also its frame rate and (width, height) rounded to even."""
+    from framewatch.worker.decode import quarter_turns
+
+    with av.open(str(path)) as probe:  # a phone's portrait video: stored landscape, sent upright
+        turns = next((quarter_turns(frame) for frame in probe.decode(video=0)), 0)
     container = av.open(str(path))
     stream = container.streams.video[0]
     fps = float(stream.average_rate or 25)
@@ -87,11 +91,12 @@ def read_video(path: Path) -> tuple[Iterator[tuple[float, np.ndarray]], float, t
             for index, frame in enumerate(container.decode(stream)):
                 t = frame.time if frame.time is not None else index / fps
                 first = t if first is None else first
-                yield t - first, frame.to_ndarray(format="rgb24", width=width, height=height)
+                pixels = frame.to_ndarray(format="rgb24", width=width, height=height)
+                yield t - first, np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
         finally:
             container.close()
 
-    return frames(), fps, (width, height)
+    return frames(), fps, (height, width) if turns % 2 else (width, height)
 
 
 def cut_segments(frames: Iterable[tuple[float, np.ndarray]], fps: float, segment_seconds: float, fmt: str = "mpegts",

@@ -159,7 +159,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "webhook", help="POST alert raise/clear events to a URL, signed (HMAC) and retried",
         description="Follow framewatch:alerts and POST each raise/clear event as JSON to --url, signed with "
         "X-Framewatch-Signature: t=<unix>,v1=<HMAC-SHA256 of 't.body'> (the secret from --secret-file), with "
-        "X-Framewatch-Event-Id for receivers to drop repeats. Retries 5xx/408/429/no answer with backoff; redirects are not "
+        "X-Framewatch-Event-Id for receivers to drop repeats. Retries 500/502/503/504/408/425/429/no answer with backoff (through HTTP(S)_PROXY if set); redirects are not "
         "followed (give the final URL); gives up into "
         "framewatch:webhook:NAME:failed. Resumes where it stopped (a cursor in Redis); the first run starts at new events. "
         "docs/review.md.",

@@ -102,14 +102,20 @@ def safe_next(target: str) -> str:
     return target[:512]
 
 
-def _host_port(origin: str, scheme: str) -> tuple[str, int | None]:
-    """(host in lower case, port with the scheme's default filled in) of an origin or a Host."""
+def same_site(origin: str, host: str) -> bool:
+    """Whether a browser's Origin names this Host: host names case-blind; a port in Host must
+    match the origin's (its scheme's default filled in); a Host without a port matches either
+    default, since behind a TLS-terminating proxy that keeps Host the app sees http while the
+    browser says https."""
     try:
-        parts = urlsplit(origin)
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or scheme)
+        given, here = urlsplit(origin), urlsplit(f"//{host}")
+        origin_port = given.port or {"http": 80, "https": 443}.get(given.scheme)
+        host_port = here.port
     except ValueError:
-        return ("", -1)
-    return ((parts.hostname or "").lower(), port)
+        return False
+    if not here.hostname or (given.hostname or "").lower() != here.hostname.lower():
+        return False
+    return origin_port in (80, 443) if host_port is None else origin_port == host_port
 
 
 def same_token(given: str, expected: str) -> bool:
@@ -208,8 +214,7 @@ def create_app(review: Review, config: DashboardConfig, sessions: Sessions) -> S
             return True
         if request.headers.get("sec-fetch-site") == "same-origin":
             return True
-        return origin != "null" and _host_port(origin, request.url.scheme) == _host_port(
-            f"{request.url.scheme}://{request.headers.get('host', '')}", request.url.scheme)
+        return origin != "null" and same_site(origin, request.headers.get("host", ""))
 
     def guarded(handler: Callable[[Request, Session], Awaitable[Response]], post: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:

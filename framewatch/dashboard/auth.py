@@ -9,7 +9,7 @@ trusted auth proxy; signed session cookies; CSRF tokens bound to the session.
   the header is ignored, so a client cannot claim a name by sending it.
 - **Sessions** are ``payload.signature`` cookies (HMAC-SHA256 with the server's secret; a random
   one per process unless ``--secret-file``, so a restart logs everyone out), HttpOnly and
-  SameSite=Strict, with an expiry inside the signed payload. Each session has its own CSRF
+  SameSite=Lax, with an expiry inside the signed payload. Each session has its own CSRF
   token; every form post must carry it, and a post whose Origin is another site is refused.
 """
 

@@ -225,6 +225,8 @@ def export_feedback(review: Review, out: Path, since: str | None = None, test_fr
     for d in decided.values():
         if d.item in changed:
             keep.update(d.evidence)
+    for _, f in later:  # an item decided for the first time meanwhile may share a frame with one exported here
+        keep.update(e for e in f.get(c.FB_EVIDENCE, "").split(",") if valid_id(e))
     released -= keep
     summary = {**counts, "by_label": by_label, "by_split": {k: len(v) for k, v in rows.items()}, "streams": dict(sorted(splits.items())),
                "since": since or "", "through": through, "test_fraction": test_fraction, "val_fraction": val_fraction,

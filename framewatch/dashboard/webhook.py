@@ -10,8 +10,8 @@ with ``X-Framewatch-Event-Id`` (the event's ``event_id``: receivers drop repeats
 least once) and ``X-Framewatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">``
 with the shared secret; receivers check it and refuse a ``t`` older than a few minutes.
 
-A delivery is done on any 2xx. No answer (a connection error, ``timeout_s`` passed for the whole
-request, something that is not HTTP), 408, 425, 429 and 5xx are retried with exponential backoff
+A delivery is done on any 2xx. No answer (a connection error, ``timeout_s`` passed before the
+status came, something that is not HTTP), 408, 425, 429, 500, 502, 503 and 504 are retried with exponential backoff
 (0.5 s doubling to ``max_backoff_s``) up to ``max_attempts``; other answers (redirects included:
 they are not followed),
 and events that used up their attempts, go to ``framewatch:webhook:<name>:failed`` (a Redis stream
@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,9 +112,23 @@ class WebhookSender:
         receiver that drips its answer a byte at a time is cut off. Redirects are not followed
         (urllib would turn the POST into a bodiless GET and call it delivered): a 3xx is a refusal."""
         parts = urllib.parse.urlsplit(self.settings.url)
-        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # HTTP(S)_PROXY and NO_PROXY as urllib reads them: an egress proxy in front of the receiver.
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+            proxy = None
         try:
-            conn = kind(parts.hostname or "", parts.port, timeout=self.settings.timeout_s)
+            if proxy:
+                via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+                kind = http.client.HTTPSConnection if via.scheme == "https" else http.client.HTTPConnection
+                conn = kind(via.hostname or "", via.port, timeout=self.settings.timeout_s)
+                if parts.scheme == "https":
+                    conn.set_tunnel(parts.hostname or "", parts.port or 443)  # CONNECT: TLS end to end
+                else:
+                    target = self.settings.url  # a plain proxy takes the absolute URL
+            else:
+                kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+                conn = kind(parts.hostname or "", parts.port, timeout=self.settings.timeout_s)
         except ValueError:  # a port that is not a number
             return 0
         headers = {"Content-Type": "application/json", "User-Agent": "framewatch-webhook", "X-Framewatch-Event-Id": event_id,
@@ -122,22 +137,22 @@ class WebhookSender:
 
         def attempt() -> None:
             try:
-                conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+                conn.request("POST", target, body=body, headers=headers)
                 response = conn.getresponse()
-                response.read(64 * 1024)  # the answer's body is not used; a bounded read lets the connection close cleanly
-                status[0] = int(response.status)
+                status[0] = int(response.status)  # the answer is its status: a body that never ends does not undo a 200
+                response.read(64 * 1024)  # not used; a bounded read lets the connection close cleanly
             except (OSError, http.client.HTTPException, ValueError):
-                status[0] = 0
+                pass
 
         thread = threading.Thread(target=attempt, name="webhook-post", daemon=True)
         thread.start()
         thread.join(self.settings.timeout_s)
-        if thread.is_alive():  # past the deadline: wake the blocked read and count no answer
+        if thread.is_alive():  # past the deadline: wake the blocked read; no answer unless the status had come
             with contextlib.suppress(OSError, AttributeError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
             thread.join(5.0)
             conn.close()
-            return 0
+            return status[0]
         conn.close()
         return status[0]
 

@@ -93,7 +93,9 @@ def test_evidence_is_readable_before_its_alert_and_never_in_the_score_keys(sandb
     assert record.kind == "trigger" and record.stream == "cam-ev" and record.pts_ms == int(event[c.A_PTS_MS])
     assert record.metadata == META and record.text == "ranked finals, no mercy. fighting games"
     # The id is the frame's stream time in its message (partition:offset): a replay names the same.
-    assert record.id in {evidence_id("cam-ev", event[c.A_BROADCAST], record.pts_ms, f"{p}:{o}") for p in range(4) for o in range(2000)}
+    frame = next(f for _, f in client.xrange(sandbox.keys.history("cam-ev")) if int(f[b"pts_ms"]) == record.pts_ms)
+    origin = f"{int(frame[b'partition'])}:{int(frame[b'offset'])}"
+    assert record.id == evidence_id("cam-ev", event[c.A_BROADCAST], record.pts_ms, origin)
     # The stream hash keeps the metadata, so a restarted worker (or the next owner of the partition)
     # gives evidence its text even when the producer sent it only with the first segments.
     assert json.loads(client.hget(sandbox.keys.stream("cam-ev"), c.F_METADATA)) == META
@@ -266,11 +268,12 @@ def test_local_store_retention_budget_and_hold(tmp_path: Path) -> None:
     assert store.get(records[0].id) is not None and store.get(records[1].id) is None
     assert store.get("../../etc/passwd") is None and store.record("0" * 31 + "g") is None
     store.put(records[2], image)
-    # records[2] was written just now: an alert may be about to name it, so the grace protects it.
+    # records[2] was written 5 s ago (by the store's clock): an alert may be about to name it, so the grace protects it.
+    path = tmp_path / "ev" / records[2].id[:2] / f"{records[2].id}.jpg"
+    os.utime(path, (now[0] - 5, now[0] - 5))
     with pytest.raises(EvidenceError, match="younger than"):
         store.put(records[3], image)
     assert store.get(records[2].id) is not None
-    path = tmp_path / "ev" / records[2].id[:2] / f"{records[2].id}.jpg"
     os.utime(path, (now[0] - 30, now[0] - 30))  # past the grace, within retention
     store.put(records[3], image)  # over the budget: the oldest unheld (records[2]) makes room
     assert store.get(records[2].id) is None and store.get(records[3].id) is not None and store.get(records[0].id) is not None

@@ -235,3 +235,44 @@ def test_redirects_are_refusals_not_deliveries() -> None:
         assert got == [("POST", 7)]  # not followed: a bodiless GET would have been counted as delivered
     finally:
         server.shutdown()
+
+
+def test_a_status_that_came_counts_even_if_the_body_never_ends() -> None:
+    def held_open(conn: Any) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n\r\npartial body, then nothing")  # no Content-Length, connection kept
+        time.sleep(5)
+        conn.close()
+
+    url, server = _serve_raw(held_open)
+    try:
+        assert _sender(url, timeout_s=1.0).post(b"{}", "e") == 200  # delivered: not sent again eight times
+    finally:
+        server.close()
+
+
+def test_the_sender_goes_through_the_environments_proxy(monkeypatch: Any) -> None:
+    got: list[tuple[str, str]] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.path, self.headers.get("X-Framewatch-Event-Id", "")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for name in ("no_proxy", "NO_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+    try:
+        assert _sender("http://receiver.invalid/hook").post(b"{}", "e-1") == 204
+        assert got == [("http://receiver.invalid/hook", "e-1")]  # the absolute URL, through the proxy
+        monkeypatch.setenv("NO_PROXY", "receiver.invalid")
+        assert _sender("http://receiver.invalid/hook").post(b"{}", "e-2") == 0  # bypassed: the name does not resolve
+    finally:
+        proxy.shutdown()

@@ -4,6 +4,7 @@ recorder's choice of frames and near misses, passwords and sessions, and the exp
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def test_a_rotated_video_is_seen_upright_by_the_model_and_the_moderator() -> Non
     pixels = result.frames[0].pixels
     assert pixels[:32].mean() < 20 and pixels[32:].mean() > 235  # the left half, turned a quarter counterclockwise, is the bottom
     assert Image.open(io.BytesIO(result.frames[0].evidence or b"")).size == (136, 240)  # portrait evidence
+    # `framewatch produce` reads such a file upright too (it re-encodes frames without the matrix).
+    from framewatch.worker.media import read_video
+
+    path = Path(tempfile.mkdtemp()) / "portrait.mp4"
+    path.write_bytes(buf.getvalue())
+    frames, _, size = read_video(path)
+    first = next(iter(frames))[1]
+    assert size == (180, 320) and first.shape == (320, 180, 3) and first[:160].mean() < 20 and first[160:].mean() > 235
 
 
 # --- the recorder -------------------------------------------------------------------------
@@ -154,6 +163,11 @@ def test_metadata_headers_are_merged_one_by_one_and_cut_at_a_character(tmp_path:
     ids = recorder.prepare([(_frame(2000, 0.9, 0.9, raise_=True), b"j", (), "0:3")]).alerts["cam/1/2000/raise"][c.A_EVIDENCE]
     record = store.record(ids.split(",")[0])
     assert record is not None and record.text == "finals. sports"
+    recorder.prepare([(_frame(3000, 0.2, 0.2), b"j", ((c.HEADER_CAPTION, "a caption"),), "0:4")])
+    recorder.prepare([(_frame(4000, 0.2, 0.2), b"j", ((c.HEADER_STREAM_TITLE, "semis"),), "0:5")])  # newer than the caption
+    ids = recorder.prepare([(_frame(70_000, 0.9, 0.9, raise_=True, broadcast="2"), b"j", (), "0:6")]).alerts["cam/2/70000/raise"][c.A_EVIDENCE]
+    record = store.record(ids.split(",")[0])
+    assert record is not None and record.text == "semis. sports"
     for raw in ("é".encode() * 600, b"\xff" * 2000):
         text = dict(_metadata({c.HEADER_STREAM_TITLE: raw}))[c.HEADER_STREAM_TITLE]
         assert len(text.encode()) <= MAX_METADATA_BYTES and text.strip("é\ufffd") == ""
@@ -372,6 +386,24 @@ def test_an_unreachable_store_never_holds_an_alert_back(tmp_path: Path) -> None:
     shared.commit(shared.prepare([]))
     again = shared.prepare([(_frame(90_000, 0.9, 0.9, raise_=True, broadcast="2"), b"j", (), "")]).alerts["cam/2/90000/raise"]
     assert "ConnectionError" in again[c.A_EVIDENCE_ERROR]  # tried again, not skipped
+    # A store that accepts and never answers (slow, not down): a written batch does not end the skip,
+    # or every batch with an alert would wait for its timeout again.
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        slow = open_store(EvidenceSettings(backend="redis", redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0"),
+                          RedisSettings(socket_timeout_s=0.3))
+        assert slow is not None
+        waiting = EvidenceRecorder(slow, EvidenceSettings(), 0.7, 60, "m", monotonic=lambda: now[0], shares_scores_redis=True)
+        assert "Timeout" in waiting.prepare([(_frame(0, 0.9, 0.9, raise_=True), b"j", (), "")]).alerts["cam/1/0/raise"][c.A_EVIDENCE_ERROR]
+        waiting.commit(waiting.prepare([]))
+        later = waiting.prepare([(_frame(90_000, 0.9, 0.9, raise_=True, broadcast="2"), b"j", (), "")]).alerts["cam/2/90000/raise"]
+        assert "skipped" in later[c.A_EVIDENCE_ERROR]
+    finally:
+        silent.close()
     now[0] += EvidenceRecorder.BREAK_S + 1
     third = recorder.prepare([(_frame(0, 0.9, 0.9, raise_=True, broadcast="3"), b"j", (), "")]).alerts["cam/3/0/raise"]
     assert "ConnectionError" in third[c.A_EVIDENCE_ERROR]  # tried again after it
@@ -450,10 +482,12 @@ def test_pages_answer_503_when_redis_or_the_store_is_away() -> None:
 
 
 def test_origins_compare_by_host_and_port_not_by_spelling() -> None:
-    from framewatch.dashboard.app import _host_port, safe_next
+    from framewatch.dashboard.app import safe_next, same_site
 
-    assert _host_port("http://review.example.com", "http") == _host_port("http://Review.Example.com:80", "http") == ("review.example.com", 80)
-    assert _host_port("https://review.example.com", "https") != _host_port("http://review.example.com", "http")
+    assert same_site("http://review.example.com", "Review.Example.com:80") and same_site("http://Review.example.com:8780", "review.example.com:8780")
+    assert same_site("https://review.example.com", "review.example.com")  # TLS ended at a proxy that kept Host
+    assert not same_site("https://review.example.com", "review.example.com:8780") and not same_site("https://evil.example", "review.example.com")
+    assert not same_site("http://review.example.com.evil.example", "review.example.com") and not same_site("http://[::1", "x")
     assert safe_next("/review/alert/1-0?x=1") == "/review/alert/1-0?x=1"
     for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", "/a\nb", "", "javascript:alert(1)"):
         assert safe_next(hostile) == "/", hostile
@@ -471,3 +505,6 @@ def test_the_evidence_redis_is_a_cluster_when_its_setting_says_so(services: Any)
     assert plain is not None and type(plain.client) is redis.Redis  # type: ignore[attr-defined]
     with pytest.raises(RedisClusterException):  # a cluster client asks the (plain) server for its slots
         open_store(EvidenceSettings(backend="redis", redis_url=services.redis_url, cluster=True), RedisSettings())
+    # Unset: a separate evidence.redis_url is a plain instance even beside a cluster of scores (as before the setting).
+    separate = open_store(EvidenceSettings(backend="redis", redis_url=services.redis_url), RedisSettings(cluster=True))
+    assert separate is not None and type(separate.client) is redis.Redis  # type: ignore[attr-defined]
