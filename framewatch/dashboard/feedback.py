@@ -48,11 +48,11 @@ def parse_since(text: str | None) -> str:
     ms, dash, seq = text.partition("-")
     if dash and ms.isdigit() and seq.isdigit() and len(ms) >= 10:  # an entry id: epoch ms, then a sequence number
         return text
-    if text.isdigit() and len(text) >= 12:  # epoch ms (12 digits reach back to 2001)
-        return f"{int(text)}-0"
-    if text.isdigit() and 9 <= len(text) <= 11:  # epoch seconds
-        return f"{int(text) * 1000}-0"
     if text.isdigit() and len(text) != 8:  # 8 digits are a basic ISO date, read below
+        if len(text) >= 12:  # epoch ms (12 digits reach back to 2001)
+            return f"{int(text)}-0"
+        if len(text) >= 9:  # epoch seconds
+            return f"{int(text) * 1000}-0"
         raise ExportError(f"--since {text!r}: {len(text)} digits are neither epoch seconds (10) nor ms (13) nor a date (20261128)")
     try:
         moment = datetime.fromisoformat(text)

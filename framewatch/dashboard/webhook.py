@@ -117,20 +117,16 @@ class WebhookSender:
         proxy = urllib.request.getproxies().get(parts.scheme)
         if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
             proxy = None
+        via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}") if proxy else parts
+        kind = http.client.HTTPSConnection if via.scheme == "https" else http.client.HTTPConnection
         try:
-            if proxy:
-                via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-                kind = http.client.HTTPSConnection if via.scheme == "https" else http.client.HTTPConnection
-                conn = kind(via.hostname or "", via.port, timeout=self.settings.timeout_s)
-                if parts.scheme == "https":
-                    conn.set_tunnel(parts.hostname or "", parts.port or 443)  # CONNECT: TLS end to end
-                else:
-                    target = self.settings.url  # a plain proxy takes the absolute URL
-            else:
-                kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                conn = kind(parts.hostname or "", parts.port, timeout=self.settings.timeout_s)
+            conn = kind(via.hostname or "", via.port, timeout=self.settings.timeout_s)
         except ValueError:  # a port that is not a number
             return 0
+        if proxy and parts.scheme == "https":
+            conn.set_tunnel(parts.hostname or "", parts.port or 443)  # CONNECT: TLS end to end
+        elif proxy:
+            target = self.settings.url  # a plain proxy takes the absolute URL
         headers = {"Content-Type": "application/json", "User-Agent": "framewatch-webhook", "X-Framewatch-Event-Id": event_id,
                    "X-Framewatch-Signature": sign(self.settings.secret, body, int(self.clock()))}
         status = [0]
@@ -151,8 +147,6 @@ class WebhookSender:
             with contextlib.suppress(OSError, AttributeError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
             thread.join(5.0)
-            conn.close()
-            return status[0]
         conn.close()
         return status[0]
 
